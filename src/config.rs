@@ -1,0 +1,122 @@
+//! Settings, merged from (highest first) command-line flags, `PGSHAPE_*` environment variables,
+//! the TOML file given with `--config`, and defaults. The CLI fills what it was given on top of
+//! a [`Config`] read from the file; every part of pgshape reads only this struct.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors reading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Everything pgshape can be told. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to.
+    pub listen: String,
+    /// PostgreSQL server: `host:port` or a `postgres://host:port/?sslmode=...` URL.
+    pub upstream: String,
+    /// Admin HTTP listener (metrics, JSON API); `None` disables it.
+    pub admin: Option<String>,
+    /// Worker threads, each a single-threaded runtime that owns its connections; 0 = one per core.
+    pub workers: usize,
+    /// Largest protocol message accepted from either side, in bytes (PostgreSQL's own cap is 1 GiB).
+    pub max_frame_size: usize,
+    /// Most client connections served at once; more are refused with SQLSTATE 53300.
+    pub max_client_connections: usize,
+    /// How long to wait for the upstream TCP (and TLS) connect before telling the client.
+    pub connect_timeout_ms: u64,
+    /// On shutdown, how long running sessions may continue before they are closed.
+    pub shutdown_grace_ms: u64,
+    /// Statements slower than this are logged (tracing, target `pgshape::slow`); negative = off.
+    pub log_min_duration_ms: i64,
+    /// Log output format: `text` or `json`.
+    pub log_format: String,
+    /// Certificate chain (PEM) for TLS towards clients; with `tls_key`, enables SSLRequest.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// TLS towards the server: `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
+    /// A `sslmode` in the upstream URL wins over this.
+    pub upstream_sslmode: Option<String>,
+    /// CA bundle (PEM) for verifying the server; system roots when unset.
+    pub upstream_sslrootcert: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:6432".into(),
+            upstream: "127.0.0.1:5432".into(),
+            admin: Some("127.0.0.1:9187".into()),
+            workers: 0,
+            max_frame_size: 1 << 30,
+            max_client_connections: 10_000,
+            connect_timeout_ms: 5_000,
+            shutdown_grace_ms: 30_000,
+            log_min_duration_ms: 1_000,
+            log_format: "text".into(),
+            tls_cert: None,
+            tls_key: None,
+            upstream_sslmode: None,
+            upstream_sslrootcert: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML, or names an unknown key.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// `None` when slow-statement logging is off.
+    pub fn log_min_duration(&self) -> Option<Duration> {
+        u64::try_from(self.log_min_duration_ms)
+            .ok()
+            .map(Duration::from_millis)
+    }
+
+    /// Worker count with 0 resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The per-statement event: the one thing the proxy produces for the rest of pgshape.
+//!
+//! The session's statement tracker emits exactly one [`StatementEvent`] per executed statement
+//! (one per statement of a multi-statement simple `Query`, one per `Execute` in the extended
+//! protocol) to every [`StatementObserver`] it was given. Stats, the slow log and rules plug in
+//! here; the proxy itself knows nothing about them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::sql::Fingerprint;
+
+/// Who is talking: fixed for the life of a client session once startup completed.
+#[derive(Debug, Clone, Default)]
+pub struct SessionInfo {
+    pub database: String,
+    pub user: String,
+    pub application_name: String,
+    pub client_addr: Option<SocketAddr>,
+}
+
+/// One statement's text, shared by every execution of it (a prepared statement is parsed once
+/// and executed many times, so this is reference-counted and never copied per execution).
+#[derive(Debug)]
+pub struct StatementText {
+    /// The statement's SQL exactly as the client sent it (one statement of a multi-statement
+    /// query is a sub-slice of the `Query` message; no copy).
+    pub sql: Bytes,
+    /// Stable shape id of `sql`; `None` when statistics are switched off.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// Which sub-protocol carried the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A `Query` message (psql, psycopg2, pgbench -M simple).
+    Simple,
+    /// `Parse`/`Bind`/`Execute` (JDBC, asyncpg, psycopg 3 server-side binding, pgbench -M extended).
+    Extended,
+}
+
+/// A finished statement, as seen by the proxy.
+#[derive(Debug)]
+pub struct StatementEvent<'a> {
+    pub session: &'a SessionInfo,
+    pub statement: &'a Arc<StatementText>,
+    pub protocol: Protocol,
+    /// Server-side latency as seen by the proxy: from forwarding the statement (or, when it was
+    /// pipelined behind others, from the completion of the statement before it) to the message
+    /// that ended it.
+    pub duration: Duration,
+    /// When the ending message arrived.
+    pub finished_at: Instant,
+    /// Rows from the CommandComplete tag (`SELECT 5`, `UPDATE 3`, `COPY 10`), or the number of
+    /// DataRows when the tag carries none (PortalSuspended, `SHOW`).
+    pub rows: u64,
+    /// The command word(s) of the CommandComplete tag (`SELECT`, `INSERT`, `CREATE TABLE`);
+    /// empty for errors, empty queries and suspended portals.
+    pub command: &'a str,
+    /// SQLSTATE of the ErrorResponse that ended the statement, if it failed.
+    pub sqlstate: Option<[u8; 5]>,
+    /// Whether the statement ran inside an explicit transaction block.
+    pub in_transaction: bool,
+}
+
+impl StatementEvent<'_> {
+    /// The SQLSTATE as text, when the statement failed.
+    pub fn sqlstate_str(&self) -> Option<&str> {
+        self.sqlstate
+            .as_ref()
+            .and_then(|code| std::str::from_utf8(code).ok())
+    }
+}
+
+/// Receives every finished statement. Called on the session's own task, on the hot path: an
+/// implementation must not block and should not allocate for a statement it has seen before.
+pub trait StatementObserver: Send + Sync {
+    fn on_statement(&self, event: &StatementEvent<'_>);
+}
+
+/// Observers a session reports to.
+pub type Observers = Arc<[Arc<dyn StatementObserver>]>;
