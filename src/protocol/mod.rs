@@ -69,11 +69,6 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    pub(crate) fn i16(&mut self) -> Result<i16, ProtocolError> {
-        let bytes = self.take(2)?;
-        Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
-    }
-
     pub(crate) fn i32(&mut self) -> Result<i32, ProtocolError> {
         let bytes = self.take(4)?;
         Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
@@ -90,9 +85,5 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.buf
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
     }
 }
