@@ -11,7 +11,9 @@ pub enum BackendMessage<'a> {
     BindComplete,
     CloseComplete,
     /// The command tag, e.g. `SELECT 5`, `INSERT 0 1`, `CREATE TABLE`.
-    CommandComplete { tag: &'a [u8] },
+    CommandComplete {
+        tag: &'a [u8],
+    },
     DataRow,
     EmptyQueryResponse,
     PortalSuspended,
@@ -20,10 +22,17 @@ pub enum BackendMessage<'a> {
     ParameterDescription,
     ErrorResponse(ErrorFields<'a>),
     /// Transaction status: `I` idle, `T` in a transaction block, `E` in a failed block.
-    ReadyForQuery { status: u8 },
+    ReadyForQuery {
+        status: u8,
+    },
     /// An Authentication* message with its sub-code (0 = ok, 10 = SASL, ...).
-    Authentication { code: i32 },
-    ParameterStatus { name: &'a [u8], value: &'a [u8] },
+    Authentication {
+        code: i32,
+    },
+    ParameterStatus {
+        name: &'a [u8],
+        value: &'a [u8],
+    },
     BackendKeyData,
     FunctionCallResponse,
     CopyInResponse,
@@ -193,8 +202,14 @@ mod tests {
     #[test]
     fn command_tags() {
         assert_eq!(split_command_tag(b"SELECT 5"), (&b"SELECT"[..], Some(5)));
-        assert_eq!(split_command_tag(b"INSERT 0 12"), (&b"INSERT"[..], Some(12)));
-        assert_eq!(split_command_tag(b"COPY 100000"), (&b"COPY"[..], Some(100000)));
+        assert_eq!(
+            split_command_tag(b"INSERT 0 12"),
+            (&b"INSERT"[..], Some(12))
+        );
+        assert_eq!(
+            split_command_tag(b"COPY 100000"),
+            (&b"COPY"[..], Some(100000))
+        );
         assert_eq!(
             split_command_tag(b"CREATE TABLE"),
             (&b"CREATE TABLE"[..], None)

@@ -31,7 +31,12 @@ fn put_field_message(
 ) -> BytesMut {
     let mut buf = BytesMut::with_capacity(64 + message.len());
     let at = start(&mut buf, tag);
-    for (kind, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
+    for (kind, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
         buf.put_u8(kind);
         put_cstr(&mut buf, value);
     }

@@ -63,7 +63,9 @@ mod tests {
 
     #[test]
     fn reads_tag_and_length() {
-        let h = parse_header(b"Q\0\0\0\x0dSELECT 1;\0", 100).unwrap().unwrap();
+        let h = parse_header(b"Q\0\0\0\x0dSELECT 1;\0", 100)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.tag, b'Q');
         assert_eq!(h.frame_len, 14);
     }

@@ -8,20 +8,34 @@ use super::{ProtocolError, Reader};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontendMessage<'a> {
     /// Simple query: one string holding zero or more statements.
-    Query { sql: &'a [u8] },
+    Query {
+        sql: &'a [u8],
+    },
     /// Extended protocol: prepare `sql` as statement `name` ("" = unnamed).
-    Parse { name: &'a [u8], sql: &'a [u8] },
+    Parse {
+        name: &'a [u8],
+        sql: &'a [u8],
+    },
     /// Bind statement `statement` into portal `portal`.
     Bind {
         portal: &'a [u8],
         statement: &'a [u8],
     },
     /// Run portal `portal`, returning at most `max_rows` rows (0 = all).
-    Execute { portal: &'a [u8], max_rows: i32 },
+    Execute {
+        portal: &'a [u8],
+        max_rows: i32,
+    },
     /// Describe a statement (`b'S'`) or portal (`b'P'`).
-    Describe { kind: u8, name: &'a [u8] },
+    Describe {
+        kind: u8,
+        name: &'a [u8],
+    },
     /// Close a statement (`b'S'`) or portal (`b'P'`).
-    Close { kind: u8, name: &'a [u8] },
+    Close {
+        kind: u8,
+        name: &'a [u8],
+    },
     Sync,
     Flush,
     FunctionCall,
@@ -112,7 +126,11 @@ impl<'a> SaslInitialResponse<'a> {
         let mut r = Reader::new(body(frame), "SASLInitialResponse");
         let mechanism = r.cstr()?;
         let len = r.i32()?;
-        let gs2_flag = if len > 0 { r.rest().first().copied() } else { None };
+        let gs2_flag = if len > 0 {
+            r.rest().first().copied()
+        } else {
+            None
+        };
         Ok(SaslInitialResponse {
             mechanism,
             gs2_flag,

@@ -16,7 +16,9 @@ pub enum StartupPacket<'a> {
     SslRequest,
     GssEncRequest,
     /// Process id and secret key (4 bytes in protocol 3.0, up to 256 in 3.2).
-    CancelRequest { raw: &'a [u8] },
+    CancelRequest {
+        raw: &'a [u8],
+    },
     Startup(StartupMessage<'a>),
 }
 

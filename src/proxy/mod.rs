@@ -1,1 +1,3 @@
-//! proxy
+//! The proxy: listener, per-core workers, sessions and the statement tracker.
+
+pub mod tracker;
