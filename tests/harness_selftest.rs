@@ -218,3 +218,21 @@ fn cluster_is_stopped_and_removed_when_the_test_process_exits() {
         "cluster dir {dir} outlived its test process"
     );
 }
+
+#[test]
+fn proxy_under_test_relays_and_records_events() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database().user(AuthUser::Md5);
+    let proxy = support::ProxyUnderTest::start(cluster);
+    let via = proxy.route(&db);
+    assert_eq!(psql_query(&via, "SELECT /*selftest*/ 7"), "7");
+    let events = proxy
+        .events
+        .wait_for_matching("/*selftest*/", 1, Duration::from_secs(5));
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].sql, "SELECT /*selftest*/ 7");
+    assert_eq!(events[0].rows, 1);
+    assert_eq!(events[0].command, "SELECT");
+    assert_eq!(events[0].database, db.dbname);
+    assert_eq!(events[0].user, "md5_user");
+}
