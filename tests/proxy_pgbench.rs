@@ -49,7 +49,7 @@ fn run_mode(mode: &str, protocol: Protocol) {
     );
     // The default TPC-B-like script runs 7 statements per transaction.
     let expected = total * 7;
-    let events = proxy.events.wait_until(
+    proxy.events.wait_until(
         Duration::from_secs(20),
         "one event per pgbench statement",
         |e| e.len() >= expected,
