@@ -22,7 +22,7 @@ mod prom;
 mod slowlog;
 mod snapshot;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod text;
 
 use std::collections::HashMap;

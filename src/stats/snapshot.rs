@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::entry::{EntryData, RouteCount, class_str};
+use super::entry::{EntryData, ROUTE_TAGS, RouteCount, class_str};
 use super::{Stats, lock};
 use crate::sql::Fingerprint;
 
@@ -194,7 +194,14 @@ impl Stats {
     fn row(&self, fp: Option<u64>, query: &str, db: &str, user: &str, d: &EntryData) -> QueryStats {
         let q = |p: f64| d.hist.quantile(p).map_or(0.0, ms);
         let mut routes = d.routes.clone();
-        routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        // Most frequent first; on ties `route` before `controller` before `action`.
+        let tag_rank = |t: &str| ROUTE_TAGS.iter().position(|x| *x == t);
+        routes.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| tag_rank(a.tag).cmp(&tag_rank(b.tag)))
+                .then_with(|| a.value.cmp(&b.value))
+        });
         QueryStats {
             fingerprint: fp.map_or_else(|| OTHER.to_owned(), |f| Fingerprint(f).to_string()),
             query: query.to_owned(),

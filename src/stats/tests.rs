@@ -168,7 +168,7 @@ fn django_route_and_slowest_traceparent() {
     );
     f.run(&stats, 3, &sql("%5Eusers%2F", "00-ccc-01-01"), 200, 1, None);
     let r = row(&stats, 3);
-    assert_eq!(r.routes[0].tag, "controller");
+    assert_eq!(r.routes[0].tag, "controller", "most frequent first");
     assert_eq!(r.routes[0].count, 3);
     let route = |v: &str| {
         r.routes
