@@ -203,7 +203,7 @@ fn random_and_truncated_frames_after_login_never_hang_or_leak() {
             bytes.extend((0..body_len).map(|_| rng.next() as u8));
         }
         // Sometimes cut the stream in the middle of a frame.
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             bytes.truncate((rng.next() as usize) % bytes.len().max(1));
         }
         let _ = s.write_all(&bytes);
