@@ -102,6 +102,16 @@ pub fn execute(portal: &str, max_rows: i32) -> BytesMut {
     buf
 }
 
+/// A Close of a statement (`b'S'`) or portal (`b'P'`).
+pub fn close(kind: u8, name: &str) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let at = start(&mut buf, b'C');
+    buf.put_u8(kind);
+    put_cstr(&mut buf, name);
+    finish(&mut buf, at);
+    buf
+}
+
 /// A Sync.
 pub fn sync() -> BytesMut {
     let mut buf = BytesMut::new();

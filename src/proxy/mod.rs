@@ -6,6 +6,7 @@
 //! and no connection ever migrates between cores (measured before writing this: a relay on
 //! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
 
+pub mod intercept;
 pub mod metrics;
 pub mod pump;
 mod session;
@@ -21,7 +22,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::Config;
-use crate::event::Observers;
+use crate::event::{Observers, StatementGate};
 pub use metrics::ProxyMetrics;
 use session::Shared;
 
@@ -58,24 +59,52 @@ pub struct Proxy {
     threads: Vec<JoinHandle<()>>,
 }
 
-impl Proxy {
+/// Everything a proxy is started with besides its [`Config`].
+pub struct ProxyBuilder {
+    config: Config,
+    observers: Observers,
+    gate: Option<Arc<dyn StatementGate>>,
+    metrics: ProxyMetrics,
+    fingerprinting: bool,
+}
+
+impl ProxyBuilder {
+    /// Observers that receive every finished statement.
+    pub fn observers(mut self, observers: Observers) -> Self {
+        self.observers = observers;
+        self
+    }
+
+    /// Rules consulted before every statement execution.
+    pub fn gate(mut self, gate: Arc<dyn StatementGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Metrics to update (the caller registers them with its registry).
+    pub fn metrics(mut self, metrics: ProxyMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Whether statements are fingerprinted (off when statistics and rules are off).
+    pub fn fingerprinting(mut self, on: bool) -> Self {
+        self.fingerprinting = on;
+        self
+    }
+
     /// Binds the listener and starts the acceptor and worker threads.
     ///
     /// # Errors
     /// The listen address cannot be bound, the upstream or TLS settings are invalid.
-    pub fn start(config: Config, observers: Observers) -> Result<Proxy, ProxyError> {
-        Self::start_with_metrics(config, observers, ProxyMetrics::new())
-    }
-
-    /// As [`Proxy::start`], updating `metrics` (already registered by the caller).
-    ///
-    /// # Errors
-    /// As [`Proxy::start`].
-    pub fn start_with_metrics(
-        config: Config,
-        observers: Observers,
-        metrics: ProxyMetrics,
-    ) -> Result<Proxy, ProxyError> {
+    pub fn start(self) -> Result<Proxy, ProxyError> {
+        let ProxyBuilder {
+            config,
+            observers,
+            gate,
+            metrics,
+            fingerprinting,
+        } = self;
         let upstream = upstream::Upstream::from_config(&config)?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -97,8 +126,9 @@ impl Proxy {
             upstream,
             tls,
             observers,
+            gate,
             metrics: metrics.clone(),
-            fingerprinting: true,
+            fingerprinting,
             config,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -128,6 +158,27 @@ impl Proxy {
             shutdown,
             threads,
         })
+    }
+}
+
+impl Proxy {
+    /// A builder for a proxy with observers, rules and metrics.
+    pub fn builder(config: Config) -> ProxyBuilder {
+        ProxyBuilder {
+            config,
+            observers: Arc::new([]),
+            gate: None,
+            metrics: ProxyMetrics::new(),
+            fingerprinting: true,
+        }
+    }
+
+    /// Starts a proxy reporting to `observers`, with no rules.
+    ///
+    /// # Errors
+    /// See [`ProxyBuilder::start`].
+    pub fn start(config: Config, observers: Observers) -> Result<Proxy, ProxyError> {
+        Self::builder(config).observers(observers).start()
     }
 
     /// The bound address (useful with port 0).

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::ProtocolError;
@@ -69,8 +69,8 @@ pub enum Action {
 pub trait FrameHandler {
     /// Frames of this tag are forwarded without being buffered or decoded.
     fn streams(&self, tag: u8) -> bool;
-    /// Called once per streamed frame, at its header.
-    fn on_streamed(&mut self, tag: u8);
+    /// Called once per streamed frame, at its header; returned bytes are sent before it.
+    fn on_streamed(&mut self, tag: u8) -> Option<Bytes>;
     /// Called with each complete non-streamed frame before it is forwarded.
     ///
     /// # Errors
@@ -146,7 +146,14 @@ where
             };
             frames += 1;
             if handler.streams(header.tag) {
-                handler.on_streamed(header.tag);
+                if let Some(before) = handler.on_streamed(header.tag) {
+                    writer
+                        .write_all(&buf[written..pos])
+                        .await
+                        .map_err(write_err)?;
+                    writer.write_all(&before).await.map_err(write_err)?;
+                    written = pos;
+                }
                 let available = buf.len() - pos;
                 if available >= header.frame_len {
                     pos += header.frame_len;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -15,10 +15,10 @@ use tokio_rustls::TlsAcceptor;
 use super::metrics::ProxyMetrics;
 use super::pump::{self, Action, FrameHandler, PumpEnd, PumpError, Side};
 use super::stream::{ClientStream, ServerStream};
-use super::tracker::Tracker;
+use super::tracker::{ClientAction, ServerAction, Tracker};
 use super::upstream::Upstream;
 use crate::config::Config;
-use crate::event::{Observers, SessionInfo};
+use crate::event::{Observers, SessionInfo, StatementGate};
 use crate::protocol::backend::{BackendMessage, strip_channel_binding};
 use crate::protocol::frontend::{FrontendMessage, SaslInitialResponse};
 use crate::protocol::startup::{self, StartupPacket};
@@ -35,6 +35,7 @@ pub(crate) struct Shared {
     pub upstream: Upstream,
     pub tls: Option<TlsAcceptor>,
     pub observers: Observers,
+    pub gate: Option<Arc<dyn StatementGate>>,
     pub metrics: ProxyMetrics,
     pub fingerprinting: bool,
 }
@@ -356,7 +357,9 @@ impl FrameHandler for ClientFrames<'_> {
         tag == b'd'
     }
 
-    fn on_streamed(&mut self, _tag: u8) {}
+    fn on_streamed(&mut self, _tag: u8) -> Option<Bytes> {
+        None
+    }
 
     fn on_frame(&mut self, frame: &[u8], now: Instant) -> Result<Action, PumpError> {
         let protocol = |error| PumpError::Protocol {
@@ -380,11 +383,15 @@ impl FrameHandler for ClientFrames<'_> {
             }
             b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F' => {
                 let message = FrontendMessage::decode(frame).map_err(protocol)?;
-                self.state
+                let action = self
+                    .state
                     .borrow_mut()
                     .tracker
                     .on_client_message(&message, now);
-                Ok(Action::Forward)
+                Ok(match action {
+                    ClientAction::Forward => Action::Forward,
+                    ClientAction::Replace(bytes) => Action::Replace(bytes),
+                })
             }
             _ => Ok(Action::Forward),
         }
@@ -409,10 +416,11 @@ impl FrameHandler for ServerFrames<'_> {
     }
 
     #[inline]
-    fn on_streamed(&mut self, tag: u8) {
+    fn on_streamed(&mut self, tag: u8) -> Option<Bytes> {
         if tag == b'D' {
-            self.state.borrow_mut().tracker.on_data_row();
+            return self.state.borrow_mut().tracker.on_data_row();
         }
+        None
     }
 
     fn on_frame(&mut self, frame: &[u8], now: Instant) -> Result<Action, PumpError> {
@@ -433,8 +441,16 @@ impl FrameHandler for ServerFrames<'_> {
             BackendMessage::ReadyForQuery { .. } => state.phase = Phase::Ready,
             _ => {}
         }
-        state.tracker.on_server_message(&message, now);
-        Ok(Action::Forward)
+        Ok(match state.tracker.on_server_message(&message, now) {
+            ServerAction::Forward => Action::Forward,
+            ServerAction::Drop => Action::Replace(Vec::new()),
+            ServerAction::Prepend(notice) => {
+                let mut bytes = Vec::with_capacity(notice.len() + frame.len());
+                bytes.extend_from_slice(&notice);
+                bytes.extend_from_slice(frame);
+                Action::Replace(bytes)
+            }
+        })
     }
 
     fn on_batch(&mut self, bytes: usize, frames: u64) {
@@ -474,7 +490,12 @@ async fn relay(
         .await
         .map_err(server_err)?;
     let state = RefCell::new(SessionState {
-        tracker: Tracker::new(info, shared.observers.clone(), shared.fingerprinting),
+        tracker: Tracker::with_gate(
+            info,
+            shared.observers.clone(),
+            shared.fingerprinting,
+            shared.gate.as_ref().map(|g| g.open_session()),
+        ),
         phase: Phase::Authenticating,
         server_tls: server.is_tls(),
     });

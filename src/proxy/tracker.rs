@@ -15,9 +15,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::event::{Observers, Protocol, SessionInfo, StatementEvent, StatementText};
+use crate::event::{
+    Notice, Observers, Protocol, SessionGate, SessionInfo, StatementEvent, StatementText, Verdict,
+};
 use crate::protocol::backend::{BackendMessage, split_command_tag};
 use crate::protocol::frontend::FrontendMessage;
+use crate::proxy::intercept;
 use crate::sql;
 
 /// Prepared statements and named portals kept per session before new names are no longer
@@ -44,12 +47,35 @@ enum Expect {
     FunctionCallResponse,
     /// ReadyForQuery, after a Sync, a Query or a FunctionCall.
     Ready,
+    /// A CloseComplete, ParseComplete or BindComplete answering a message pgshape sent itself
+    /// (to raise a block); the client never sees it.
+    Swallow,
 }
 
 #[derive(Debug)]
 struct Entry {
     expect: Expect,
     forwarded_at: Instant,
+    /// Rule warnings to send the client before the first answer to this entry.
+    notice: Option<Bytes>,
+}
+
+/// What to do with a client message after the tracker registered it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientAction {
+    Forward,
+    /// Send these bytes to the server instead (a statement was blocked).
+    Replace(Vec<u8>),
+}
+
+/// What to do with a server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerAction {
+    Forward,
+    /// Send these bytes to the client first (rule warnings), then the message.
+    Prepend(Bytes),
+    /// The answer to a message pgshape sent itself: do not forward.
+    Drop,
 }
 
 /// Per-session statement tracking. See the module docs.
@@ -68,11 +94,22 @@ pub struct Tracker {
     /// before the one ahead of it finished.
     last_completion: Instant,
     statements: u64,
+    gate: Option<Box<dyn SessionGate>>,
 }
 
 impl Tracker {
     /// `fingerprinting` off skips fingerprint computation (statistics disabled).
     pub fn new(session: SessionInfo, observers: Observers, fingerprinting: bool) -> Self {
+        Self::with_gate(session, observers, fingerprinting, None)
+    }
+
+    /// As [`Tracker::new`], consulting `gate` before each statement execution.
+    pub fn with_gate(
+        session: SessionInfo,
+        observers: Observers,
+        fingerprinting: bool,
+        gate: Option<Box<dyn SessionGate>>,
+    ) -> Self {
         Tracker {
             session,
             observers,
@@ -85,6 +122,7 @@ impl Tracker {
             tx_status: b'I',
             last_completion: Instant::now(),
             statements: 0,
+            gate,
         }
     }
 
@@ -124,19 +162,63 @@ impl Tracker {
         self.pending.push_back(Entry {
             expect,
             forwarded_at: now,
+            notice: None,
         });
     }
 
-    /// Registers a client message about to be forwarded to the server.
-    pub fn on_client_message(&mut self, message: &FrontendMessage<'_>, now: Instant) {
+    /// Asks the gate about one execution of `text`, then queues its completion entry carrying
+    /// any warnings. Returns the block, if the statement must not run; `swallowed` entries are
+    /// queued ahead of it for the replies to pgshape's own messages that raise the block.
+    fn push_execution(
+        &mut self,
+        text: Arc<StatementText>,
+        protocol: Protocol,
+        swallowed_on_block: usize,
+        now: Instant,
+    ) -> Option<Notice> {
+        let verdict = match self.gate.as_mut() {
+            Some(gate) => gate.check(&text, &self.session, self.tx_status != b'I', now),
+            None => Verdict::default(),
+        };
+        if verdict.block.is_some() {
+            for _ in 0..swallowed_on_block {
+                self.push(Expect::Swallow, now);
+            }
+        }
+        self.pending.push_back(Entry {
+            expect: Expect::completion(text, protocol),
+            forwarded_at: now,
+            notice: intercept::warnings(&verdict.warnings),
+        });
+        verdict.block
+    }
+
+    /// Registers a client message about to be forwarded to the server, and says whether a
+    /// blocked statement means something else must be sent in its place.
+    pub fn on_client_message(
+        &mut self,
+        message: &FrontendMessage<'_>,
+        now: Instant,
+    ) -> ClientAction {
         match *message {
             FrontendMessage::Query { sql } => {
                 let sql = Bytes::copy_from_slice(sql);
                 let mut any = false;
+                let mut action = ClientAction::Forward;
                 for range in sql::split_statements(&sql) {
                     any = true;
+                    let start = range.start;
                     let text = self.text(sql.slice(range));
-                    self.push(Expect::completion(text, Protocol::Simple), now);
+                    if let Some(block) = self.push_execution(text, Protocol::Simple, 0, now) {
+                        // Run what came before, then let the server raise the block: the rest
+                        // of the string is skipped exactly as after a real error.
+                        let mut replaced = sql[..start].to_vec();
+                        replaced.extend_from_slice(intercept::block_sql(&block).as_bytes());
+                        let query = String::from_utf8_lossy(&replaced).into_owned();
+                        action =
+                            ClientAction::Replace(crate::protocol::encode::query(&query).to_vec());
+                        break;
+                    }
                 }
                 if !any {
                     // The server answers an empty query string with EmptyQueryResponse.
@@ -144,6 +226,7 @@ impl Tracker {
                     self.push(Expect::completion(text, Protocol::Simple), now);
                 }
                 self.push(Expect::Ready, now);
+                return action;
             }
             FrontendMessage::Parse { name, sql } => {
                 let text = self.text(Bytes::copy_from_slice(sql));
@@ -177,7 +260,9 @@ impl Tracker {
                     self.portals.get(portal).cloned()
                 }
                 .unwrap_or_else(|| self.unknown("portal", portal));
-                self.push(Expect::completion(text, Protocol::Extended), now);
+                if let Some(block) = self.push_execution(text, Protocol::Extended, 3, now) {
+                    return ClientAction::Replace(intercept::extended_block(&block));
+                }
             }
             FrontendMessage::Describe { .. } => self.push(Expect::Description, now),
             FrontendMessage::Close { kind, name } => {
@@ -200,25 +285,76 @@ impl Tracker {
             }
             _ => {}
         }
+        ClientAction::Forward
     }
 
     /// Counts one DataRow for the statement at the head of the FIFO. Kept separate from
     /// [`Tracker::on_server_message`] because it is the one per-row call on the hot path.
+    /// Returns rule warnings to send before the row when it is the statement's first answer.
     #[inline]
-    pub fn on_data_row(&mut self) {
+    pub fn on_data_row(&mut self) -> Option<Bytes> {
         if let Some(Entry {
             expect: Expect::Completion { rows, .. },
+            notice,
             ..
         }) = self.pending.front_mut()
         {
             *rows += 1;
+            return notice.take();
         }
+        None
     }
 
-    /// Consumes a server message, emitting events for the statements it ends.
-    pub fn on_server_message(&mut self, message: &BackendMessage<'_>, now: Instant) {
+    /// Consumes a server message, emitting events for the statements it ends, and says how
+    /// the message is to be relayed.
+    pub fn on_server_message(
+        &mut self,
+        message: &BackendMessage<'_>,
+        now: Instant,
+    ) -> ServerAction {
+        let answers_statement = matches!(
+            message,
+            BackendMessage::RowDescription
+                | BackendMessage::CommandComplete { .. }
+                | BackendMessage::EmptyQueryResponse
+                | BackendMessage::PortalSuspended
+                | BackendMessage::ErrorResponse(_)
+                | BackendMessage::CopyInResponse
+                | BackendMessage::CopyOutResponse
+                | BackendMessage::CopyBothResponse
+        );
+        let mut action = ServerAction::Forward;
+        match self.pending.front_mut() {
+            Some(Entry {
+                expect: Expect::Swallow,
+                ..
+            }) if matches!(
+                message,
+                BackendMessage::ParseComplete
+                    | BackendMessage::BindComplete
+                    | BackendMessage::CloseComplete
+            ) =>
+            {
+                self.pop_front(now);
+                return ServerAction::Drop;
+            }
+            Some(Entry {
+                expect: Expect::Completion { .. },
+                notice,
+                ..
+            }) if answers_statement => {
+                if let Some(notice) = notice.take() {
+                    action = ServerAction::Prepend(notice);
+                }
+            }
+            _ => {}
+        }
         match *message {
-            BackendMessage::DataRow => self.on_data_row(),
+            BackendMessage::DataRow => {
+                if let Some(notice) = self.on_data_row() {
+                    action = ServerAction::Prepend(notice);
+                }
+            }
             BackendMessage::ParseComplete
             | BackendMessage::BindComplete
             | BackendMessage::CloseComplete
@@ -260,12 +396,16 @@ impl Tracker {
                     self.portals.clear();
                     self.unnamed_portal = None;
                 }
+                if let Some(gate) = self.gate.as_mut() {
+                    gate.on_ready_for_query(status);
+                }
             }
             BackendMessage::ParameterStatus { name, value } if name == b"application_name" => {
                 self.session.application_name = String::from_utf8_lossy(value).into_owned();
             }
             _ => {}
         }
+        action
     }
 
     /// Pops the head of the FIFO and returns it with the time its work started: when it was

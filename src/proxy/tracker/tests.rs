@@ -331,3 +331,157 @@ fn stray_server_messages_do_not_panic_or_misalign() {
     t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, now);
     assert_eq!(seen(&c).len(), 1);
 }
+
+/// Blocks statements containing "DELETE", warns on "DISTINCT".
+struct WordGate;
+
+impl crate::event::SessionGate for WordGate {
+    fn check(
+        &mut self,
+        statement: &crate::event::StatementText,
+        _session: &SessionInfo,
+        _in_transaction: bool,
+        _now: Instant,
+    ) -> crate::event::Verdict {
+        let sql = String::from_utf8_lossy(&statement.sql);
+        let notice = |rule: &str| crate::event::Notice {
+            rule: rule.into(),
+            message: "m".into(),
+            hint: None,
+        };
+        let mut v = crate::event::Verdict::default();
+        if sql.contains("DELETE") {
+            v.block = Some(notice("no-delete"));
+        }
+        if sql.contains("DISTINCT") {
+            v.warnings.push(notice("distinct"));
+        }
+        v
+    }
+}
+
+fn gated() -> (Tracker, Arc<Collect>) {
+    let collect = Arc::new(Collect::default());
+    let observers: crate::event::Observers =
+        Arc::new([collect.clone() as Arc<dyn StatementObserver>]);
+    let t = Tracker::with_gate(
+        SessionInfo::default(),
+        observers,
+        true,
+        Some(Box::new(WordGate)),
+    );
+    (t, collect)
+}
+
+#[test]
+fn blocked_statement_in_query_string_is_replaced_by_a_raise() {
+    use super::ClientAction;
+    let (mut t, c) = gated();
+    let now = Instant::now();
+    let action = t.on_client_message(
+        &FrontendMessage::Query {
+            sql: b"SELECT 1; DELETE FROM t; SELECT 3",
+        },
+        now,
+    );
+    let ClientAction::Replace(bytes) = action else {
+        panic!("not replaced")
+    };
+    let FrontendMessage::Query { sql } = FrontendMessage::decode(&bytes).unwrap() else {
+        panic!()
+    };
+    let sql = String::from_utf8_lossy(sql);
+    assert!(sql.starts_with("SELECT 1;"), "{sql}");
+    assert!(sql.trim_end().ends_with("END $pgshape$"), "{sql}");
+    assert!(!sql.contains("SELECT 3"));
+    t.on_server_message(&cc(b"SELECT 1"), now);
+    t.on_server_message(&error(b"PGS01"), now);
+    t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, now);
+    let s = seen(&c);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[1].sql.trim(), "DELETE FROM t");
+    assert_eq!(s[1].sqlstate.as_deref(), Some("PGS01"));
+    assert!(t.is_idle());
+}
+
+#[test]
+fn blocked_execute_swallows_pgshape_replies() {
+    use super::{ClientAction, ServerAction};
+    let (mut t, c) = gated();
+    let now = Instant::now();
+    let parse = FrontendMessage::Parse {
+        name: b"",
+        sql: b"DELETE FROM t",
+    };
+    assert_eq!(t.on_client_message(&parse, now), ClientAction::Forward);
+    t.on_client_message(
+        &FrontendMessage::Bind {
+            portal: b"",
+            statement: b"",
+        },
+        now,
+    );
+    let action = t.on_client_message(
+        &FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        now,
+    );
+    assert!(matches!(action, ClientAction::Replace(_)));
+    t.on_client_message(&FrontendMessage::Sync, now);
+    let fwd = |t: &mut Tracker, m: BackendMessage<'_>| t.on_server_message(&m, now);
+    assert_eq!(
+        fwd(&mut t, BackendMessage::ParseComplete),
+        ServerAction::Forward
+    );
+    assert_eq!(
+        fwd(&mut t, BackendMessage::BindComplete),
+        ServerAction::Forward
+    );
+    assert_eq!(
+        fwd(&mut t, BackendMessage::CloseComplete),
+        ServerAction::Drop
+    );
+    assert_eq!(
+        fwd(&mut t, BackendMessage::ParseComplete),
+        ServerAction::Drop
+    );
+    assert_eq!(
+        fwd(&mut t, BackendMessage::BindComplete),
+        ServerAction::Drop
+    );
+    assert_eq!(fwd(&mut t, error(b"PGS01")), ServerAction::Forward);
+    fwd(&mut t, BackendMessage::ReadyForQuery { status: b'I' });
+    let s = seen(&c);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].sql, "DELETE FROM t");
+    assert!(t.is_idle());
+}
+
+#[test]
+fn warnings_go_before_the_first_answer_only() {
+    use super::ServerAction;
+    let (mut t, _c) = gated();
+    let now = Instant::now();
+    t.on_client_message(
+        &FrontendMessage::Query {
+            sql: b"SELECT 1; SELECT DISTINCT a FROM t",
+        },
+        now,
+    );
+    assert_eq!(
+        t.on_server_message(&BackendMessage::RowDescription, now),
+        ServerAction::Forward
+    );
+    t.on_server_message(&cc(b"SELECT 1"), now);
+    assert!(matches!(
+        t.on_server_message(&BackendMessage::RowDescription, now),
+        ServerAction::Prepend(_)
+    ));
+    assert_eq!(t.on_data_row(), None);
+    assert_eq!(
+        t.on_server_message(&cc(b"SELECT 1"), now),
+        ServerAction::Forward
+    );
+}
