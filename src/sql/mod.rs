@@ -2,6 +2,7 @@
 //!
 //! INTERIM: this file holds the API contract with placeholder bodies; the real lexer replaces it.
 
+pub mod analysis;
 use std::fmt;
 use std::ops::Range;
 
