@@ -62,7 +62,7 @@ impl StatementKind {
 }
 
 /// A table as PostgreSQL resolves its name: unquoted identifiers folded to lower case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct TableRef {
     pub schema: Option<String>,
     pub name: String,
