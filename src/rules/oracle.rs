@@ -112,6 +112,11 @@ pub fn judge(facts: &Facts, database: &str, oracle: &dyn UniquenessOracle) -> Fa
                     .or_insert((joined.table.as_ref(), Vec::new()));
                 entry.1.push(joined.column.as_str());
             }
+            for fixed in &join.fixed {
+                if let Some(entry) = by_binding.get_mut(&fixed.binding.as_deref()) {
+                    entry.1.push(fixed.column.as_str());
+                }
+            }
             for (table, columns) in by_binding.values() {
                 let answer = oracle.uniqueness(database, *table, columns);
                 if answer.unique == Some(false) {
@@ -127,8 +132,7 @@ pub fn judge(facts: &Facts, database: &str, oracle: &dyn UniquenessOracle) -> Fa
                 continue;
             };
             // DISTINCT, GROUP BY or a plain aggregate collapse the repeated rows again.
-            let collapses =
-                child_block.distinct || child_block.group_by || child_block.aggregate;
+            let collapses = child_block.distinct || child_block.group_by || child_block.aggregate;
             if let Some(kind) = block_fanout.get(child).copied().flatten()
                 && !collapses
             {

@@ -114,6 +114,9 @@ pub struct JoinFact {
     /// The added relation's base table; `None` for derived tables, CTEs and functions.
     pub table: Option<TableRef>,
     pub pairs: Vec<(ColumnRef, ColumnRef)>,
+    /// Columns of the added relation the ON clause fixes to a constant (`pp.currency = 'EUR'`):
+    /// they count towards covering a multi-column unique key.
+    pub fixed: Vec<ColumnRef>,
     /// LATERAL subquery or function: rows depend on the outer row, never a cartesian product.
     pub lateral: bool,
 }

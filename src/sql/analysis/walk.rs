@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use sqlparser::ast::UnaryOperator;
 use sqlparser::ast::{
     BinaryOperator, Distinct, DuplicateTreatment, Expr, FromTable, Function, FunctionArg,
     FunctionArgExpr, FunctionArguments, GroupByExpr, InTarget, Join, JoinConstraint, JoinOperator,
@@ -439,9 +440,19 @@ impl Walker {
 
     fn resolve_join(&mut self, block: usize, join: PendingJoin<'_>) {
         let mut pairs = Vec::new();
+        let mut fixed = Vec::new();
         match join.constraint {
             Some(JoinConstraint::On(on)) => {
                 for conjunct in conjuncts(on) {
+                    if let Some(column) = self.column_equals_constant(conjunct)
+                        && column
+                            .binding
+                            .as_ref()
+                            .is_some_and(|k| join.joined.contains(k))
+                    {
+                        fixed.push(column);
+                        continue;
+                    }
                     if let Some((a, b)) = self.column_equality(conjunct) {
                         let a_joined = a.binding.as_ref().is_some_and(|k| join.joined.contains(k));
                         let b_joined = b.binding.as_ref().is_some_and(|k| join.joined.contains(k));
@@ -487,6 +498,7 @@ impl Walker {
                 kind: join.kind,
                 table: join.table,
                 pairs,
+                fixed,
                 lateral: join.lateral,
             });
         }
@@ -547,6 +559,7 @@ impl Walker {
                     kind: JoinKind::Implicit,
                     table,
                     pairs: vec![(outer, joined)],
+                    fixed: Vec::new(),
                     lateral: false,
                 });
             }
@@ -572,6 +585,22 @@ impl Walker {
                 op: BinaryOperator::Eq,
                 right,
             } => Some((self.column(left)?, self.column(right)?)),
+            _ => None,
+        }
+    }
+
+    /// `col = constant` (literal or `$n`), either way round.
+    fn column_equals_constant(&self, e: &Expr) -> Option<ColumnRef> {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = e
+        else {
+            return None;
+        };
+        match (strip(left), strip(right)) {
+            (Expr::Value(_), other) | (other, Expr::Value(_)) => self.column(other),
             _ => None,
         }
     }
@@ -654,6 +683,22 @@ impl Walker {
             }
             Expr::Exists { subquery, .. } | Expr::Subquery(subquery) => {
                 self.query(subquery, false);
+            }
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr: inner,
+            } if matches!(
+                strip(inner),
+                Expr::In {
+                    target: InTarget::Subquery(_),
+                    negated: false,
+                    ..
+                }
+            ) =>
+            {
+                // Django's exclude(): NOT (x IN (SELECT …)), the same NULL trap as NOT IN.
+                self.not_in_subquery = true;
+                self.expr(inner, in_where);
             }
             Expr::Nested(inner)
             | Expr::UnaryOp { expr: inner, .. }
