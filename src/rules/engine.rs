@@ -20,13 +20,8 @@ use super::{Action, Mode, RulesConfig, Severity};
 use crate::sql::Fingerprint;
 use crate::sql::analysis::FactsCache;
 
-/// SQLSTATE of the ErrorResponse for a blocked statement. Class `PG` is outside the classes
-/// the SQL standard and PostgreSQL use, so clients can tell a pgshape refusal from a server
-/// error (`psycopg.errors.lookup` reports it as an unknown code; the text names the rule).
-pub const BLOCKED_SQLSTATE: &str = "PGS01";
-
-/// SQLSTATE of the NoticeResponse (severity WARNING) sent for `warn` rules: `01000`, warning.
-pub const WARNING_SQLSTATE: &str = "01000";
+/// The SQLSTATEs the proxy answers with (one definition, in the proxy's intercept module).
+pub use crate::proxy::intercept::{BLOCKED_SQLSTATE, WARNING_SQLSTATE};
 
 /// The statement being judged, as the proxy knows it.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +79,8 @@ impl Hit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notice {
     pub rule: String,
-    /// NoticeResponse `M` field: `pgshape rule <id>: <message>`.
+    /// The rule's message (with the deciding oracle when it judged a fan-out); the proxy
+    /// prefixes `pgshape rule <id>: ` for the NoticeResponse `M` field.
     pub message: String,
     /// NoticeResponse `H` field.
     pub hint: Option<String>,
@@ -100,7 +96,7 @@ pub enum VerdictAction {
     /// Do not forward it; answer with ErrorResponse (severity ERROR, [`BLOCKED_SQLSTATE`]).
     Block {
         rule: String,
-        /// ErrorResponse `M` field: `pgshape blocked this statement (rule <id>): <message>`.
+        /// The rule's message; the proxy wraps it with the rule id for the ErrorResponse.
         message: String,
         /// ErrorResponse `H` field.
         hint: Option<String>,
@@ -366,11 +362,7 @@ fn decide(hits: &[Hit]) -> VerdictAction {
     if let Some(hit) = blocking {
         return VerdictAction::Block {
             rule: hit.rule.id.to_string(),
-            message: format!(
-                "pgshape blocked this statement (rule {}): {}",
-                hit.rule.id,
-                hit.message()
-            ),
+            message: hit.message(),
             hint: hit.hint().map(str::to_owned),
         };
     }
@@ -379,7 +371,7 @@ fn decide(hits: &[Hit]) -> VerdictAction {
         .filter(|h| h.action == Action::Warn)
         .map(|h| Notice {
             rule: h.rule.id.to_string(),
-            message: format!("pgshape rule {}: {}", h.rule.id, h.message()),
+            message: h.message(),
             hint: h.hint().map(str::to_owned),
         })
         .collect();

@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod check;
 pub mod embedded;
 pub mod engine;
+pub mod gate;
 pub mod glob;
 pub mod matcher;
 pub mod metrics;

@@ -65,6 +65,12 @@ impl ConnectionRuleState {
         self.in_transaction = in_transaction;
     }
 
+    /// Reports whether the next statement runs inside a transaction block (the proxy's own
+    /// tracking, equivalent to the last ReadyForQuery status).
+    pub fn observe_transaction(&mut self, in_transaction: bool) {
+        self.on_ready_for_query(if in_transaction { b'T' } else { b'I' });
+    }
+
     /// Whether the last ReadyForQuery said a transaction block is open.
     pub fn in_transaction(&self) -> bool {
         self.in_transaction
