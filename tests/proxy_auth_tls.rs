@@ -497,8 +497,7 @@ fn driver_over_tls_on_both_sides_gets_28000_then_works_without_channel_binding()
     block_on(async {
         let error = tls_driver_connect(&conn, &ca, ChannelBinding::Prefer)
             .await
-            .err()
-            .expect("`y` over a TLS upstream is refused");
+            .expect_err("`y` over a TLS upstream is refused");
         assert_eq!(
             error.code(),
             Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
