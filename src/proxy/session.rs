@@ -16,7 +16,7 @@ use super::metrics::ProxyMetrics;
 use super::pump::{self, Action, FrameHandler, PumpEnd, PumpError, Side};
 use super::stream::{ClientStream, ServerStream};
 use super::tracker::{ClientAction, ServerAction, Tracker};
-use super::upstream::Upstream;
+use super::upstream::{Upstream, UpstreamError};
 use crate::config::Config;
 use crate::event::{Observers, SessionInfo, StatementGate};
 use crate::protocol::backend::{BackendMessage, strip_channel_binding};
@@ -490,6 +490,30 @@ async fn relay(
         .write_all_flush(&startup_packet)
         .await
         .map_err(server_err)?;
+    // A server that accepted the connection but never speaks (hung, or another service on that
+    // port) must not hold the client until the client's own timeout: its first answer is due
+    // within the connect timeout, like the connect itself.
+    let timeout = shared.config.connect_timeout();
+    let mut first_answer = BytesMut::new();
+    match tokio::time::timeout(timeout, server.read_buf(&mut first_answer)).await {
+        Ok(read) => {
+            read.map_err(server_err)?;
+        }
+        Err(_) => {
+            let error = UpstreamError::NoAnswer {
+                target: shared.upstream.target(),
+                timeout,
+            };
+            shared.metrics.upstream_connect_errors.inc();
+            tracing::warn!(%error, "upstream did not answer the startup message");
+            let message = format!("pgshape: {error}");
+            let fatal = encode::error_response("FATAL", "08006", &message, None);
+            let _ = client.write_all_flush(&fatal).await;
+            server.shutdown().await;
+            client.shutdown().await;
+            return Ok(());
+        }
+    }
     let state = RefCell::new(SessionState {
         tracker: Tracker::with_gate(
             info,
@@ -518,7 +542,7 @@ async fn relay(
             let mut server_write = server_write;
             tokio::select! {
                 r = pump::run(Side::Client, &mut client_read, &mut server_write, leftover, max_frame, &mut client_frames) => Ended::Client(r),
-                r = pump::run(Side::Server, &mut server_read, &mut client_write, BytesMut::new(), max_frame, &mut server_frames) => Ended::Server(r),
+                r = pump::run(Side::Server, &mut server_read, &mut client_write, first_answer, max_frame, &mut server_frames) => Ended::Server(r),
                 () = drained(&state, &mut shutdown) => Ended::Shutdown,
             }
         })
