@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pgshape::app::App;
 use pgshape::config::Config;
+use pgshape::rules::Mode;
 
 /// PostgreSQL wire-protocol proxy that times every statement, groups statements by shape
 /// (fingerprint), exports per-query metrics and flags, warns about or blocks bad query shapes.
@@ -75,6 +76,15 @@ struct ServeArgs {
     /// CA bundle (PEM) to verify the server with; system roots when unset.
     #[arg(long, env = "PGSHAPE_UPSTREAM_SSLROOTCERT")]
     upstream_sslrootcert: Option<PathBuf>,
+    /// Directory of *.toml rule files, replacing the rules built into the binary.
+    #[arg(long, env = "PGSHAPE_RULES")]
+    rules: Option<PathBuf>,
+    /// enforce (warn/block act) or shadow (they are only counted) [default: enforce].
+    #[arg(long, env = "PGSHAPE_RULES_MODE", value_parser = ["enforce", "shadow"])]
+    rules_mode: Option<String>,
+    /// Monitoring connection string for schema lookups (keys, unique indexes, table sizes).
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    schema_dsn: Option<String>,
 }
 
 impl ServeArgs {
@@ -111,6 +121,19 @@ impl ServeArgs {
         if let Some(admin) = self.admin {
             config.admin = (admin != "off").then_some(admin);
         }
+        if let Some(dir) = self.rules {
+            config.rules.dir = Some(dir);
+        }
+        if let Some(mode) = self.rules_mode {
+            config.rules.mode = if mode == "shadow" {
+                Mode::Shadow
+            } else {
+                Mode::Enforce
+            };
+        }
+        if let Some(dsn) = self.schema_dsn {
+            config.rules.schema_dsn = Some(dsn);
+        }
         Ok(config)
     }
 }
@@ -138,22 +161,31 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let upstream = config.upstream.clone();
     let app = App::start(config).context("starting pgshape")?;
     tracing::info!(listen = %app.proxy_addr(), %upstream, admin = ?app.admin_addr(), "proxying");
-    wait_for_signal()?;
+    wait_for_signals(&app)?;
     tracing::info!("shutting down: no new connections, running statements may finish");
     app.shutdown();
     Ok(())
 }
 
-/// Blocks until Ctrl-C or SIGTERM.
-fn wait_for_signal() -> anyhow::Result<()> {
+/// Blocks until Ctrl-C or SIGTERM; SIGHUP reloads the rules meanwhile.
+fn wait_for_signals(app: &App) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return r,
+                _ = term.recv() => return Ok(()),
+                _ = hup.recv() => {
+                    if let Err(error) = app.reload_rules() {
+                        tracing::error!(%error, "rule reload rejected; previous rules stay active");
+                    }
+                }
+            }
         }
     })?;
     Ok(())
