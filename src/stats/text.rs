@@ -96,33 +96,95 @@ pub fn may_have_tags(sql: &[u8]) -> bool {
     end >= 4 && &sql[end - 2..end] == b"*/"
 }
 
+/// The body of the trailing sqlcommenter comment (between `/*` and `*/`), if any.
+fn comment_body(sql: &[u8]) -> Option<&[u8]> {
+    if !may_have_tags(sql) {
+        return None;
+    }
+    let end = sql
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')?
+        .checked_sub(1)?;
+    // `end` is the index of `*` in the closing `*/`; find the opening `/*` before it.
+    let body_end = end;
+    let start = sql[..body_end].windows(2).rposition(|w| w == b"/*")? + 2;
+    Some(&sql[start..body_end])
+}
+
+/// Still URL-encoded `key='value'` pairs of the trailing sqlcommenter comment, read without
+/// allocating: the statistics hot path compares raw values and decodes only new ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawTags<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> RawTags<'a> {
+    /// The tags of `sql`'s trailing comment; empty when it has none.
+    pub fn of(sql: &'a [u8]) -> Self {
+        RawTags {
+            body: comment_body(sql).unwrap_or_default(),
+        }
+    }
+
+    /// Whether there is no tag comment.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// The raw value of `key`.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// `(key, raw value)` pairs in order; malformed items are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let body = self.body;
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            while i < body.len() {
+                let item_start = i;
+                // Up to the next comma outside quotes; `\'` escapes a quote inside a value.
+                let mut quoted = false;
+                while i < body.len() && (quoted || body[i] != b',') {
+                    match body[i] {
+                        b'\\' if quoted => i += 1,
+                        b'\'' => quoted = !quoted,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                let item = &body[item_start..i.min(body.len())];
+                i += 1;
+                if let Some(pair) = split_pair(item) {
+                    return Some(pair);
+                }
+            }
+            None
+        })
+    }
+}
+
+fn split_pair(item: &[u8]) -> Option<(&str, &str)> {
+    let eq = item.iter().position(|b| *b == b'=')?;
+    let key = std::str::from_utf8(&item[..eq]).ok()?.trim();
+    let value = std::str::from_utf8(&item[eq + 1..]).ok()?.trim();
+    let value = value.strip_prefix('\'')?.strip_suffix('\'')?;
+    Some((key, value))
+}
+
+/// URL-decodes a raw tag value (sqlcommenter percent-encodes values).
+pub fn decode(raw: &str) -> Cow<'_, str> {
+    url_decode(raw)
+}
+
 /// Parses the trailing `/*key='value',...*/` comment; empty when there is none.
 pub fn comment_tags(sql: &[u8]) -> CommentTags<'_> {
-    if !may_have_tags(sql) {
-        return CommentTags::default();
+    CommentTags {
+        pairs: RawTags::of(sql)
+            .iter()
+            .map(|(k, v)| (url_decode(k), url_decode(v)))
+            .collect(),
     }
-    let Ok(text) = std::str::from_utf8(sql) else {
-        return CommentTags::default();
-    };
-    let text = text.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == ';');
-    let Some(body) = text.strip_suffix("*/") else {
-        return CommentTags::default();
-    };
-    let Some(start) = body.rfind("/*") else {
-        return CommentTags::default();
-    };
-    let mut tags = CommentTags::default();
-    for item in body[start + 2..].split(',') {
-        let Some((k, v)) = item.trim().split_once('=') else {
-            continue;
-        };
-        let v = v.trim();
-        let Some(v) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
-            continue;
-        };
-        tags.pairs.push((url_decode(k.trim()), url_decode(v)));
-    }
-    tags
 }
 
 fn url_decode(s: &str) -> Cow<'_, str> {
@@ -174,5 +236,14 @@ mod tests {
         assert_eq!(tags.get("controller"), Some("index"));
         assert_eq!(tags.get("traceparent"), Some("00-a-b-01"));
         assert!(comment_tags(b"SELECT 1").pairs.is_empty());
+        assert!(
+            comment_tags(b"SELECT 1 /* plain comment */")
+                .pairs
+                .is_empty()
+        );
+        let raw = RawTags::of(b"SELECT 1 /*a='x,y',b='it\\'s',c=bad,d='%2F'*/ ");
+        let pairs: Vec<_> = raw.iter().collect();
+        assert_eq!(pairs, [("a", "x,y"), ("b", "it\\'s"), ("d", "%2F")]);
+        assert_eq!(raw.get("d").map(decode).as_deref(), Some("/"));
     }
 }
