@@ -144,7 +144,7 @@ impl Stats {
     /// Slow path: the first statement of a key.
     #[cold]
     fn insert(&self, key: &KeyRef<'_>, sql: &[u8], sample: &Sample<'_>, limits: &Limits<'_>) {
-        let query = text::normalize(sql, self.config.max_query_length).into_boxed_str();
+        let query = crate::sql::normalize(sql, self.config.max_query_length).into_boxed_str();
         let _guard = lock(&self.insert_lock);
         if self.entries.len() >= self.config.max_fingerprints
             && !self.entries.contains_key(key as &dyn KeyView)

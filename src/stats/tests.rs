@@ -300,10 +300,14 @@ fn exposition_escapes_query_text() {
     let stats = Arc::new(Stats::new(StatsConfig::default()));
     f.run(&*stats, 5, "SELECT \"we\\ird\"\nFROM t", 10, 0, None);
     let text = scrape(&stats);
+    // Quotes and backslashes escaped (the normalizer already folded the newline).
     assert!(
-        text.contains(r#"query="SELECT \"we\\ird\"\nFROM t""#),
+        text.contains(r#"query="SELECT \"we\\ird\" FROM t""#),
         "{text}"
-    );
+    ); // A newline inside a quoted identifier survives normalization and must be escaped.
+    f.run(&*stats, 6, "SELECT \"line\nbreak\"", 10, 0, None);
+    let text = scrape(&stats);
+    assert!(text.contains(r#"query="SELECT \"line\nbreak\"""#), "{text}");
 }
 
 #[test]
