@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use super::StatsConfig;
 use crate::event::{StatementEvent, StatementObserver};
+
+#[cfg(test)]
+#[path = "slowlog_tests.rs"]
+mod tests;
 use crate::sql::commenter::{self, SqlComment};
 
 /// Logs slow statements; a separate observer so it works with statistics switched off.
