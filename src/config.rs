@@ -59,7 +59,7 @@ pub struct Config {
     pub upstream_sslrootcert: Option<PathBuf>,
     /// Per-fingerprint statistics, slow log and export settings (`[stats]`).
     pub stats: crate::stats::StatsConfig,
-    /// Query-shape rules (`[rules]`).
+    /// Query-shape rules: rules directory, enforce/shadow mode, schema DSN (`[rules]`).
     pub rules: crate::rules::RulesConfig,
 }
 
