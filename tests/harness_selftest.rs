@@ -291,3 +291,18 @@ async fn tokio_postgres_connects_with_scram() {
         .expect("query");
     assert_eq!(row.get::<_, i32>(0), 42);
 }
+
+#[test]
+fn throwaway_certificates_are_valid_pem_and_cleaned_up() {
+    let cert = support::tls::ServerCert::throwaway();
+    let chain = std::fs::read_to_string(cert.cert_path()).expect("read chain");
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf + CA");
+    let key = std::fs::read_to_string(cert.key_path()).expect("read key");
+    assert!(key.contains("BEGIN PRIVATE KEY"));
+    let dir = cert.ca_path().parent().expect("dir").to_owned();
+    let clone = cert.clone();
+    drop(cert);
+    assert!(dir.exists(), "a clone keeps the directory");
+    drop(clone);
+    assert!(!dir.exists());
+}
