@@ -136,6 +136,28 @@ fn pg_stat_statements_is_preloaded_and_loadable() {
 }
 
 #[test]
+fn shared_ssl_cluster_requires_no_setup_from_tests() {
+    let cluster = PgCluster::shared_ssl();
+    let tls = cluster.tls().expect("certificates");
+    let conn = cluster
+        .fresh_database()
+        .user(AuthUser::Md5)
+        .sslmode("verify-full")
+        .sslrootcert(&tls.ca_path());
+    assert_eq!(
+        psql_query(
+            &conn,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ),
+        "t"
+    );
+    assert!(
+        std::ptr::eq(cluster, PgCluster::shared_ssl()),
+        "started once"
+    );
+}
+
+#[test]
 fn ssl_cluster_serves_verified_tls() {
     let cluster = PgCluster::builder().ssl(true).start();
     let tls = cluster.tls().expect("ssl cluster has certificates").clone();
