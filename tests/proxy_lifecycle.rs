@@ -1,0 +1,515 @@
+//! A session's life around the statements: an upstream that is down or silent, the client
+//! limit, graceful shutdown, and query cancellation (driver cancel and psql's Ctrl-C), all
+//! through pgshape against a real PostgreSQL. After each test no backend may be left behind.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::pgbin::PgBin;
+use support::{AuthUser, CmdOutput, ConnParams, PgCluster, ProxyUnderTest, psql};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// `psql -Atq -c sql` with extra libpq settings appended to the connection string.
+fn run(conn: &ConnParams, extra: &str, sql: &str) -> CmdOutput {
+    let dsn = format!("{} {extra}", conn.dsn());
+    psql(
+        conn,
+        &["-Atq", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", sql],
+        None,
+    )
+}
+
+/// Waits for the server to drop every backend of `db`: whatever happened to the client, pgshape
+/// must not leave its upstream connection open.
+#[track_caller]
+fn assert_no_backends(cluster: &PgCluster, db: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = cluster.backends_in(db);
+        if n == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} backends still open in {db}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until a statement containing `marker` is running on the server, so the test acts
+/// while it is really in flight rather than after a guessed sleep.
+#[track_caller]
+fn wait_until_running(cluster: &PgCluster, db: &str, marker: &str) {
+    let admin = cluster.conn(db, AuthUser::Trust);
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND pid <> pg_backend_pid() AND query LIKE '%{marker}%'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while support::psql_query(&admin, &sql) != "1" {
+        assert!(Instant::now() < deadline, "{marker} never started running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn connect(
+    conn: &ConnParams,
+) -> (
+    Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = conn
+        .tokio_config()
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect through {}:{}: {e}", conn.host, conn.port));
+    (client, tokio::spawn(connection))
+}
+
+async fn connect_error(conn: &ConnParams) -> tokio_postgres::Error {
+    match conn.tokio_config().connect(NoTls).await {
+        Ok(_) => panic!("connecting to {}:{} succeeded", conn.host, conn.port),
+        Err(e) => e,
+    }
+}
+
+/// Runs blocking harness calls (psql, pg_stat_activity polls) off the async test's workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+}
+
+// ---------------------------------------------------------------- upstream down
+
+#[test]
+fn unreachable_upstream_is_reported_with_08006_naming_it() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let dead = closed_port();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = dead.to_string();
+        c.connect_timeout_ms = 2_000;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let started = Instant::now();
+    let out = run(&conn, "", "SELECT 1");
+    assert!(!out.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let expected = format!("could not connect to upstream {dead}");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(out.stderr.contains("FATAL"), "{}", out.stderr);
+
+    let error = tokio_runtime().block_on(connect_error(&conn));
+    assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+    let message = error.as_db_error().map(|e| e.message()).unwrap_or_default();
+    assert!(message.contains(&expected), "{message}");
+    assert_eq!(proxy.proxy().metrics().upstream_connect_errors.get(), 2);
+    assert!(proxy.events.is_empty());
+}
+
+/// An upstream that accepts TCP connections and never says a word (a hung server, a wrong
+/// port that belongs to some other service). Counts what it accepted and sees when they close.
+struct SilentServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Duration>>>,
+}
+
+impl SilentServer {
+    fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind silent server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // For each accepted connection: how long until the proxy closed it.
+            let mut open: Vec<(Instant, TcpStream)> = Vec::new();
+            let mut closed = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((stream, _)) = listener.accept() {
+                    stream.set_nonblocking(true).expect("nonblocking");
+                    open.push((Instant::now(), stream));
+                }
+                open.retain_mut(|(since, stream)| {
+                    let mut buf = [0u8; 1024];
+                    match std::io::Read::read(stream, &mut buf) {
+                        Ok(0) => {
+                            closed.push(since.elapsed());
+                            false
+                        }
+                        Ok(_) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                        Err(_) => {
+                            closed.push(since.elapsed());
+                            false
+                        }
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            closed
+        });
+        SilentServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops listening and returns, per accepted connection the proxy closed, after how long.
+    fn finish(mut self) -> Vec<Duration> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("silent server thread"))
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn silent_upstream_is_given_up_after_the_connect_timeout() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let silent = SilentServer::start();
+    let target = silent.addr;
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = target.to_string();
+        c.connect_timeout_ms = 1_000;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let started = Instant::now();
+    let out = run(&conn, "connect_timeout=20", "SELECT 1");
+    let elapsed = started.elapsed();
+    assert!(!out.success());
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "client waited {elapsed:?}: {}",
+        out.stderr
+    );
+    let expected = format!("upstream {target} accepted the connection but did not answer");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    let error = tokio_runtime().block_on(connect_error(&conn));
+    assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+    assert_eq!(proxy.proxy().metrics().upstream_connect_errors.get(), 2);
+    // The proxy closed its connections to the silent server rather than leaving them open.
+    std::thread::sleep(Duration::from_millis(200));
+    let closed = silent.finish();
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    assert!(
+        closed.iter().all(|d| *d < Duration::from_secs(2)),
+        "{closed:?}"
+    );
+}
+
+// ---------------------------------------------------------------- client limit
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test runtime")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_connections_refuses_the_next_client_with_53300() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| c.max_client_connections = 2);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let (first, first_task) = connect(&conn).await;
+    let (second, _second_task) = connect(&conn).await;
+
+    let third = conn.clone();
+    let out = blocking(move || run(&third, "", "SELECT 1")).await;
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("sorry, too many clients already"),
+        "{}",
+        out.stderr
+    );
+    let error = connect_error(&conn).await;
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::TOO_MANY_CONNECTIONS),
+        "{error}"
+    );
+    assert_eq!(proxy.proxy().metrics().client_connections_refused.get(), 2);
+
+    // The two admitted sessions are untouched.
+    for (client, n) in [(&first, 1i32), (&second, 2)] {
+        let row = client
+            .query_one("SELECT $1::int4 AS n", &[&n])
+            .await
+            .expect("admitted client still works");
+        assert_eq!(row.get::<_, i32>(0), n);
+    }
+
+    // A slot comes back when a client leaves.
+    drop(first);
+    first_task.await.expect("join").expect("clean close");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let back = loop {
+        match conn.tokio_config().connect(NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                break client;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no slot freed after a client left: {e}"),
+        }
+    };
+    back.simple_query("SELECT /*slot back*/ 1")
+        .await
+        .expect("query on the freed slot");
+    drop(back);
+    drop(second);
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+// ---------------------------------------------------------------- shutdown
+
+/// Shuts the proxy down on a blocking thread; resolves with how long `shutdown` took.
+fn shutdown_in_background(
+    mut proxy: ProxyUnderTest,
+) -> tokio::task::JoinHandle<(Duration, ProxyUnderTest)> {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        proxy.shutdown();
+        (started.elapsed(), proxy)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_the_running_statement_finish() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| c.shutdown_grace_ms = 10_000);
+    let addr = proxy.addr();
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let (client, task) = connect(&conn).await;
+    let query = tokio::spawn(async move {
+        let result = client
+            .query_one("SELECT /*graceful*/ 42 FROM pg_sleep(1)", &[])
+            .await;
+        (result, client)
+    });
+    let dbname = db.dbname.clone();
+    blocking(move || wait_until_running(cluster, &dbname, "/*graceful*/")).await;
+
+    let events = proxy.events.clone();
+    let shutdown = shutdown_in_background(proxy);
+    // New clients are refused as soon as shutdown began, while the statement still runs.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    assert!(
+        refused.is_err(),
+        "the listener still accepts during shutdown"
+    );
+
+    let (result, client) = query.await.expect("join");
+    let row = result.expect("the running statement completes");
+    assert_eq!(row.get::<_, i32>(0), 42);
+    // Then the session is closed with the server's own "administrator command" code.
+    let ended = task.await.expect("join");
+    let error = ended.expect_err("the session ends with an error");
+    assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
+    assert!(client.is_closed());
+    let (took, _proxy) = shutdown.await.expect("join");
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown waited {took:?}, not just for the statement"
+    );
+
+    let recorded = events.wait_for_matching("/*graceful*/", 1, EVENT_WAIT);
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    assert_eq!(recorded[0].sqlstate, None);
+    assert_eq!(recorded[0].rows, 1);
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_sessions_promptly() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| c.shutdown_grace_ms = 10_000);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let (idle, idle_task) = connect(&conn).await;
+    // One in an open transaction too: idle between statements is idle.
+    let (in_tx, in_tx_task) = connect(&conn).await;
+    in_tx.batch_execute("BEGIN; SELECT 1").await.expect("begin");
+    idle.simple_query("SELECT 1").await.expect("warm up");
+
+    let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
+    assert!(
+        took < Duration::from_secs(1),
+        "idle sessions held shutdown for {took:?}"
+    );
+    for task in [idle_task, in_tx_task] {
+        let error = task.await.expect("join").expect_err("closed by the proxy");
+        assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
+    }
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_grace_period_bounds_a_long_statement() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| c.shutdown_grace_ms = 500);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let (client, task) = connect(&conn).await;
+    let query = tokio::spawn(async move {
+        client
+            .simple_query("SELECT /*too long*/ pg_sleep(3)")
+            .await
+            .map(|_| ())
+    });
+    let dbname = db.dbname.clone();
+    blocking(move || wait_until_running(cluster, &dbname, "/*too long*/")).await;
+
+    let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1_500),
+        "shutdown took {took:?} with a 500 ms grace period"
+    );
+    assert!(
+        query.await.expect("join").is_err(),
+        "the statement was cut off"
+    );
+    let _ = task.await;
+    // The server notices the closed socket when pg_sleep ends and it tries to answer.
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+// ---------------------------------------------------------------- cancel
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_cancel_travels_through_the_proxy() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let (client, _task) = connect(&conn).await;
+    // The token keeps the address the client connected to: the proxy, not the server.
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move {
+        let result = client
+            .simple_query("SELECT /*cancel me*/ pg_sleep(30)")
+            .await;
+        (result.map(|_| ()), client)
+    });
+    let dbname = db.dbname.clone();
+    blocking(move || wait_until_running(cluster, &dbname, "/*cancel me*/")).await;
+
+    let started = Instant::now();
+    token.cancel_query(NoTls).await.expect("send cancel");
+    let (result, client) = query.await.expect("join");
+    let took = started.elapsed();
+    let error = result.expect_err("the statement was cancelled");
+    assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error}");
+    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+    assert_eq!(proxy.proxy().metrics().cancel_requests.get(), 1);
+
+    // The session goes on, and the cancelled statement was reported with its SQLSTATE.
+    let rows = client.simple_query("SELECT /*after cancel*/ 1").await;
+    assert!(rows.is_ok(), "{rows:?}");
+    let events = proxy
+        .events
+        .wait_for_matching("/*cancel me*/", 1, EVENT_WAIT);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
+    drop(client);
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+#[test]
+fn psql_ctrl_c_cancels_through_the_proxy() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let mut cmd = Command::new(PgBin::get().tool("psql"));
+    for var in [
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+        "PGCHANNELBINDING",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .env("PGPASSFILE", "/dev/null")
+        .args([
+            "-X",
+            "-d",
+            &conn.dsn(),
+            "-c",
+            "SELECT /*ctrl-c*/ pg_sleep(30)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start psql");
+    wait_until_running(cluster, &db.dbname, "/*ctrl-c*/");
+
+    let interrupted = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let deadline = interrupted + Duration::from_secs(2);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait for psql") {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("psql still running 2 s after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = interrupted.elapsed();
+    let output = child.wait_with_output().expect("psql output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!exit.success());
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+    assert_eq!(proxy.proxy().metrics().cancel_requests.get(), 1);
+    let events = proxy.events.wait_for_matching("/*ctrl-c*/", 1, EVENT_WAIT);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
+    assert_no_backends(cluster, &db.dbname);
+}
