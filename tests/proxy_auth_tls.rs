@@ -8,6 +8,8 @@
 //! that then sends the `y` gs2 flag over a TLS upstream is told to use `channel_binding=disable`.
 //! Every cell of the README's matrix has a test here.
 
+#[path = "proxy_auth_tls/negotiation.rs"]
+mod negotiation;
 mod support;
 #[path = "proxy_auth_tls/tls_client.rs"]
 mod tls_client;
