@@ -57,6 +57,8 @@ pub struct Config {
     pub upstream_sslmode: Option<String>,
     /// CA bundle (PEM) for verifying the server; system roots when unset.
     pub upstream_sslrootcert: Option<PathBuf>,
+    /// Per-fingerprint statistics, slow log and export settings (`[stats]`).
+    pub stats: crate::stats::StatsConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             tls_key: None,
             upstream_sslmode: None,
             upstream_sslrootcert: None,
+            stats: crate::stats::StatsConfig::default(),
         }
     }
 }

@@ -2,13 +2,11 @@
 //! else is in the library.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use pgshape::app::App;
 use pgshape::config::Config;
-use pgshape::event::Observers;
-use pgshape::proxy::Proxy;
 
 /// PostgreSQL wire-protocol proxy that times every statement, groups statements by shape
 /// (fingerprint), exports per-query metrics and flags, warns about or blocks bad query shapes.
@@ -137,13 +135,12 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log_format);
-    let observers: Observers = Arc::new([]);
     let upstream = config.upstream.clone();
-    let proxy = Proxy::start(config, observers).context("starting the proxy")?;
-    tracing::info!(listen = %proxy.local_addr(), %upstream, "proxying");
+    let app = App::start(config).context("starting pgshape")?;
+    tracing::info!(listen = %app.proxy_addr(), %upstream, admin = ?app.admin_addr(), "proxying");
     wait_for_signal()?;
     tracing::info!("shutting down: no new connections, running statements may finish");
-    proxy.shutdown();
+    app.shutdown();
     Ok(())
 }
 

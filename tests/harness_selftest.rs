@@ -236,3 +236,58 @@ fn proxy_under_test_relays_and_records_events() {
     assert_eq!(events[0].database, db.dbname);
     assert_eq!(events[0].user, "md5_user");
 }
+
+#[test]
+fn background_psql_can_be_interrupted_like_ctrl_c() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let running = support::client::spawn_psql(&db, &["-c", "SELECT pg_sleep(30)"]);
+    // Wait until the statement is really running on the server before pressing Ctrl-C.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.backends_in(&db.dbname) == 0 {
+        assert!(Instant::now() < deadline, "psql never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pressed = Instant::now();
+    running.interrupt();
+    let out = running.wait(Duration::from_secs(10));
+    assert!(pressed.elapsed() < Duration::from_secs(2));
+    assert!(!out.success());
+    assert!(
+        out.stderr
+            .contains("canceling statement due to user request"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn raw_client_logs_in_and_reads_replies() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let mut conn = support::raw::RawConn::login(cluster.addr(), "pgshape", &db.dbname);
+    conn.send(&support::raw::query("SELECT 1/0"));
+    let msgs = conn.read_until(Duration::from_secs(5), |m| m.tag == b'Z');
+    let error = msgs
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("an ErrorResponse");
+    assert_eq!(error.field(b'C').as_deref(), Some("22012"));
+    // A length below 4 is a protocol violation the server answers with FATAL 08P01 and a close.
+    conn.send(&[b'Q', 0, 0, 0, 1]);
+    let (msgs, closed) = conn.read_to_close(Duration::from_secs(5));
+    assert!(closed, "server closed after the malformed frame: {msgs:?}");
+}
+
+#[tokio::test]
+async fn tokio_postgres_connects_with_scram() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database().user(AuthUser::Scram);
+    let client = support::client::tokio_connect(&db).await;
+    let row = client
+        .query_one("SELECT $1::int + 1", &[&41])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, i32>(0), 42);
+}

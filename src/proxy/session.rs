@@ -23,6 +23,7 @@ use crate::protocol::backend::{BackendMessage, strip_channel_binding};
 use crate::protocol::frontend::{FrontendMessage, SaslInitialResponse};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::{ProtocolError, encode};
+use crate::sql::FingerprintCache;
 use crate::with_halves;
 
 /// A client that has not finished its StartupMessage by then is dropped, so a silent
@@ -37,7 +38,7 @@ pub(crate) struct Shared {
     pub observers: Observers,
     pub gate: Option<Arc<dyn StatementGate>>,
     pub metrics: ProxyMetrics,
-    pub fingerprinting: bool,
+    pub fingerprints: Option<Arc<FingerprintCache>>,
 }
 
 /// Where the session stands in the protocol. Only the transitions the proxy acts on are kept.
@@ -517,7 +518,7 @@ async fn relay(
         tracker: Tracker::with_gate(
             info,
             shared.observers.clone(),
-            shared.fingerprinting,
+            shared.fingerprints.clone(),
             shared.gate.as_ref().map(|g| g.open_session()),
         ),
         phase: Phase::Authenticating,

@@ -1,44 +1,30 @@
-//! SQL text handling: fingerprints, statement splitting and sqlcommenter tags.
+//! SQL text handling on the proxy's hot path: fingerprints, normalized text, statement
+//! splitting and sqlcommenter tags.
 //!
-//! INTERIM: this file holds the API contract with placeholder bodies; the real lexer replaces it.
+//! Everything here works on raw bytes with a purpose-built PostgreSQL [`lexer`], because a
+//! general SQL tokenizer or parser costs tens of microseconds per statement and pgshape
+//! fingerprints every statement it relays. The sqlparser AST is built elsewhere (rule analysis),
+//! once per fingerprint.
+//!
+//! - [`lexer`]: the single-pass, allocation-free tokenizer every other part uses.
+//! - [`fingerprint()`]: the stable shape id; [`normalize`] the matching readable text.
+//! - [`FingerprintCache`]: raw text → fingerprint for statements sent again verbatim.
+//! - [`split_statements`]: where a multi-statement `Query` splits, as the server splits it.
+//! - [`commenter`]: the sqlcommenter tags (route, controller, traceparent) of a statement.
 
-use std::fmt;
-use std::ops::Range;
+pub mod analysis;
+mod cache;
+pub mod commenter;
+mod fingerprint;
+pub mod lexer;
+mod normalize;
+mod split;
+mod walker;
 
-/// Stable 64-bit shape id of a statement, printed as 16 hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Fingerprint(pub u64);
+#[cfg(test)]
+mod tests;
 
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-/// Fingerprint of one statement.
-pub fn fingerprint(sql: &[u8]) -> Fingerprint {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in sql {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    Fingerprint(h)
-}
-
-/// Byte ranges of the statements in a simple-protocol query string, in order, skipping empty ones.
-pub fn split_statements(sql: &[u8]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, b) in sql.iter().enumerate() {
-        if *b == b';' {
-            if sql[start..i].iter().any(|c| !c.is_ascii_whitespace()) {
-                out.push(start..i);
-            }
-            start = i + 1;
-        }
-    }
-    if sql[start..].iter().any(|c| !c.is_ascii_whitespace()) {
-        out.push(start..sql.len());
-    }
-    out
-}
+pub use cache::{FingerprintCache, MAX_CACHED_STATEMENT_BYTES};
+pub use fingerprint::{Fingerprint, fingerprint};
+pub use normalize::normalize;
+pub use split::{StatementSplitter, split_statements};

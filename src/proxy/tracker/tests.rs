@@ -39,7 +39,11 @@ fn tracker() -> (Tracker, Arc<Collect>) {
     let observers: crate::event::Observers =
         Arc::new([collect.clone() as Arc<dyn StatementObserver>]);
     (
-        Tracker::new(SessionInfo::default(), observers, true),
+        Tracker::new(
+            SessionInfo::default(),
+            observers,
+            Some(Arc::new(crate::sql::FingerprintCache::new(100))),
+        ),
         collect,
     )
 }
@@ -367,7 +371,7 @@ fn gated() -> (Tracker, Arc<Collect>) {
     let t = Tracker::with_gate(
         SessionInfo::default(),
         observers,
-        true,
+        None,
         Some(Box::new(WordGate)),
     );
     (t, collect)

@@ -1,0 +1,110 @@
+//! Splitting a simple-protocol `Query` string into its statements, where the server splits it.
+//!
+//! The proxy times and fingerprints each statement of a multi-statement `Query` on its own, so
+//! it must cut exactly where PostgreSQL does: at `;` outside quotes, dollar quotes, comments and
+//! parentheses, and not inside the `BEGIN ATOMIC ... END` body of a SQL-standard function. The
+//! body rule is psql's heuristic (`psqlscan.l`): in a statement that starts with
+//! `CREATE [OR REPLACE] FUNCTION|PROCEDURE`, at parenthesis depth 0, `BEGIN` opens a block,
+//! `CASE` opens one inside a block, and `END` closes one.
+
+use std::ops::Range;
+
+use super::lexer::{Lexer, TokenKind};
+
+/// The statements of `sql` in order, as byte ranges, for `for range in split_statements(sql)`.
+///
+/// Each range excludes the `;` that ends it and leading/trailing whitespace, but keeps comments
+/// inside and around the statement (a trailing sqlcommenter tag stays with its statement).
+/// Statements with nothing but whitespace and comments are skipped, as the server skips them.
+/// Allocation-free.
+pub fn split_statements(sql: &[u8]) -> StatementSplitter<'_> {
+    StatementSplitter {
+        sql,
+        lexer: Lexer::new(sql),
+    }
+}
+
+/// Iterator returned by [`split_statements`].
+#[derive(Debug, Clone)]
+pub struct StatementSplitter<'a> {
+    sql: &'a [u8],
+    lexer: Lexer<'a>,
+}
+
+impl Iterator for StatementSplitter<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        loop {
+            let seg_start = self.lexer.position();
+            if seg_start >= self.sql.len() {
+                return None;
+            }
+            let mut significant = false;
+            let mut paren_depth = 0usize;
+            let mut begin_depth = 0usize;
+            let mut words = 0usize;
+            // First letters of CREATE / OR / REPLACE / FUNCTION / PROCEDURE among the first
+            // four words, as psql keeps them.
+            let mut lead = [0u8; 4];
+            let mut seg_end = self.sql.len();
+            for t in self.lexer.by_ref() {
+                let text = t.text(self.sql);
+                match t.kind {
+                    k if k.is_trivia() => continue,
+                    TokenKind::Punct if text == b";" && paren_depth == 0 && begin_depth == 0 => {
+                        seg_end = t.start;
+                        break;
+                    }
+                    TokenKind::Punct if text == b"(" => paren_depth += 1,
+                    TokenKind::Punct if text == b")" => paren_depth = paren_depth.saturating_sub(1),
+                    TokenKind::Ident => {
+                        let lower = |w: &[u8]| text.eq_ignore_ascii_case(w);
+                        if words < lead.len()
+                            && (lower(b"create")
+                                || lower(b"or")
+                                || lower(b"replace")
+                                || lower(b"function")
+                                || lower(b"procedure"))
+                        {
+                            lead[words] = text[0].to_ascii_lowercase();
+                        }
+                        words += 1;
+                        let routine = lead[0] == b'c'
+                            && (matches!(lead[1], b'f' | b'p')
+                                || (lead[1] == b'o'
+                                    && lead[2] == b'r'
+                                    && matches!(lead[3], b'f' | b'p')));
+                        if routine && paren_depth == 0 {
+                            if lower(b"begin") {
+                                begin_depth += 1;
+                            } else if lower(b"case") {
+                                if begin_depth > 0 {
+                                    begin_depth += 1;
+                                }
+                            } else if lower(b"end") {
+                                begin_depth = begin_depth.saturating_sub(1);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                significant = true;
+            }
+            if significant {
+                return Some(trim(self.sql, seg_start..seg_end));
+            }
+        }
+    }
+}
+
+/// `range` without leading and trailing ASCII whitespace.
+fn trim(sql: &[u8], mut range: Range<usize>) -> Range<usize> {
+    while range.start < range.end && sql[range.start].is_ascii_whitespace() {
+        range.start += 1;
+    }
+    while range.end > range.start && sql[range.end - 1].is_ascii_whitespace() {
+        range.end -= 1;
+    }
+    range
+}

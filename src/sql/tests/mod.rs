@@ -1,0 +1,5 @@
+//! Unit tests for the sql module, one file per concern.
+
+mod fingerprint;
+mod normalize;
+mod split;

@@ -1,0 +1,297 @@
+//! The normalization rules, as one walk over the significant tokens that feeds a [`Sink`].
+//!
+//! The fingerprint (a hashing sink) and the normalized text (a text sink) are both produced by
+//! this walk, so the text shown for a fingerprint can never disagree with what was hashed. The
+//! walk only peeks ahead by copying the token iterator, so it allocates nothing; a list element
+//! or `VALUES` row is re-walked into a hashing sink only when it has to be compared with its
+//! neighbour. The rules themselves are documented on [`crate::sql::fingerprint()`].
+
+use std::ops::Range;
+
+mod command;
+mod constant;
+mod list;
+
+use super::lexer::{SignificantTokens, Token, TokenKind};
+
+/// Receives the normalized token stream.
+pub(crate) trait Sink {
+    /// An identifier or keyword (`tok` is an `Ident` or `QuotedIdent`).
+    fn word(&mut self, sql: &[u8], tok: Token);
+    /// A constant or parameter (or a name normalized away) covering `span` of the input.
+    fn placeholder(&mut self, span: Range<usize>);
+    /// An operator or punctuation mark, already normalized (`!=` arrives as `<>`).
+    fn symbol(&mut self, text: &[u8], span: Range<usize>);
+    /// Elements of a list were dropped here because they repeat the previous one's shape.
+    fn elided(&mut self) {}
+}
+
+/// Shape of a list element that is one constant, for comparing neighbours without hashing them.
+const CONSTANT_SHAPE: u64 = 0;
+
+/// Whether a `-`/`+` right here would be a sign (after an operator, `(`, `,`, a keyword below,
+/// or at the start) rather than a binary operator (after an operand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prev {
+    Operator,
+    Operand,
+}
+
+/// The word just before, for `IS [NOT] NULL`, `IS [NOT] TRUE` and `NOT NULL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrevWord {
+    Other,
+    Is,
+    IsNot,
+    Not,
+}
+
+/// Keywords after which `-1` is a negative number, not a subtraction.
+const SIGN_KEYWORDS: &[&[u8]] = &[
+    b"select",
+    b"where",
+    b"and",
+    b"or",
+    b"not",
+    b"then",
+    b"else",
+    b"when",
+    b"limit",
+    b"offset",
+    b"between",
+    b"case",
+    b"return",
+    b"having",
+    b"on",
+    b"distinct",
+    b"all",
+    b"by",
+    b"like",
+    b"ilike",
+    b"escape",
+    b"first",
+    b"next",
+    b"returning",
+];
+
+/// Type names that form a typed literal with a following string: `DATE '2024-01-01'`.
+const LITERAL_TYPES: &[&[u8]] = &[
+    b"date",
+    b"time",
+    b"timestamp",
+    b"timestamptz",
+    b"timetz",
+    b"interval",
+    b"int",
+    b"int2",
+    b"int4",
+    b"int8",
+    b"integer",
+    b"smallint",
+    b"bigint",
+    b"numeric",
+    b"decimal",
+    b"real",
+    b"float",
+    b"float4",
+    b"float8",
+    b"bool",
+    b"boolean",
+    b"text",
+    b"varchar",
+    b"char",
+    b"bpchar",
+    b"bytea",
+    b"uuid",
+    b"json",
+    b"jsonb",
+    b"inet",
+    b"cidr",
+    b"macaddr",
+    b"money",
+    b"xml",
+    b"oid",
+    b"regclass",
+    b"tsquery",
+    b"tsvector",
+    b"point",
+];
+
+/// Words of `FETCH`/`MOVE` that are not the cursor name.
+const FETCH_KEYWORDS: &[&[u8]] = &[
+    b"next",
+    b"prior",
+    b"first",
+    b"last",
+    b"absolute",
+    b"relative",
+    b"all",
+    b"forward",
+    b"backward",
+    b"from",
+    b"in",
+];
+
+/// Interval field words that may follow an interval literal: `INTERVAL '1' DAY TO SECOND`.
+const INTERVAL_FIELDS: &[&[u8]] = &[
+    b"year", b"month", b"day", b"hour", b"minute", b"second", b"to",
+];
+
+fn one_of(text: &[u8], words: &[&[u8]]) -> bool {
+    words.iter().any(|w| text.eq_ignore_ascii_case(w))
+}
+
+/// Walks `range` of `sql` and feeds its normalized tokens to `sink`.
+pub(crate) fn walk<S: Sink>(sql: &[u8], range: Range<usize>, sink: &mut S) {
+    let mut w = Walker::new(sql, sink);
+    w.run(SignificantTokens::with_range(sql, range));
+}
+
+struct Walker<'a, 's, S: Sink> {
+    sql: &'a [u8],
+    sink: &'s mut S,
+    prev: Prev,
+    prev_word: PrevWord,
+    stmt_start: bool,
+    /// A `;` seen but not yet emitted: emitted only if another token follows, so a trailing `;`
+    /// (or `;;`) does not change the fingerprint.
+    pending_semi: Option<Range<usize>>,
+    /// Inside `FETCH`/`MOVE`: any identifier that is not a direction word is the cursor name.
+    cursor_stmt: bool,
+}
+
+impl<'a, 's, S: Sink> Walker<'a, 's, S> {
+    fn new(sql: &'a [u8], sink: &'s mut S) -> Self {
+        Walker {
+            sql,
+            sink,
+            prev: Prev::Operator,
+            prev_word: PrevWord::Other,
+            stmt_start: true,
+            pending_semi: None,
+            cursor_stmt: false,
+        }
+    }
+
+    fn text(&self, t: Token) -> &'a [u8] {
+        t.text(self.sql)
+    }
+
+    fn is_punct(&self, t: Token, p: &[u8]) -> bool {
+        t.kind == TokenKind::Punct && self.text(t) == p
+    }
+
+    fn is_word(&self, t: Token, w: &[u8]) -> bool {
+        t.kind == TokenKind::Ident && self.text(t).eq_ignore_ascii_case(w)
+    }
+
+    fn run(&mut self, mut toks: SignificantTokens<'a>) {
+        while let Some(t) = toks.next() {
+            self.token(t, &mut toks);
+        }
+    }
+
+    fn token(&mut self, t: Token, toks: &mut SignificantTokens<'a>) {
+        if self.is_punct(t, b";") {
+            self.pending_semi = Some(t.range());
+            self.stmt_start = true;
+            self.cursor_stmt = false;
+            self.prev = Prev::Operator;
+            self.prev_word = PrevWord::Other;
+            return;
+        }
+        if let Some(semi) = self.pending_semi.take() {
+            self.sink.symbol(b";", semi);
+        }
+        let at_start = std::mem::replace(&mut self.stmt_start, false);
+        let prev_word = std::mem::replace(&mut self.prev_word, PrevWord::Other);
+        let sign_ok = self.prev == Prev::Operator;
+        if let Some(end) = self.constant(t, toks, sign_ok, prev_word) {
+            self.sink.placeholder(t.start..end);
+            self.prev = Prev::Operand;
+            return;
+        }
+        let text = self.text(t);
+        match t.kind {
+            TokenKind::Ident => self.ident(t, toks, at_start, prev_word),
+            TokenKind::QuotedIdent if self.cursor_stmt => {
+                self.sink.placeholder(t.range());
+                self.prev = Prev::Operand;
+            }
+            TokenKind::QuotedIdent => {
+                self.sink.word(self.sql, t);
+                self.prev = Prev::Operand;
+            }
+            TokenKind::Operator => {
+                let op: &[u8] = if text == b"!=" { b"<>" } else { text };
+                self.sink.symbol(op, t.range());
+                self.prev = Prev::Operator;
+            }
+            _ => {
+                self.sink.symbol(text, t.range());
+                self.prev = if text == b")" || text == b"]" {
+                    Prev::Operand
+                } else {
+                    Prev::Operator
+                };
+            }
+        }
+    }
+
+    fn ident(
+        &mut self,
+        t: Token,
+        toks: &mut SignificantTokens<'a>,
+        at_start: bool,
+        prev_word: PrevWord,
+    ) {
+        let text = self.text(t);
+        if at_start && self.statement_command(t, toks) {
+            return;
+        }
+        if self.cursor_stmt {
+            if one_of(text, FETCH_KEYWORDS) {
+                self.sink.word(self.sql, t);
+                self.prev = Prev::Operator;
+            } else {
+                self.sink.placeholder(t.range());
+                self.prev = Prev::Operand;
+            }
+            return;
+        }
+        let next = toks.peek();
+        let opens = |p: &[u8]| next.is_some_and(|n| self.is_punct(n, p));
+        if text.eq_ignore_ascii_case(b"in") && opens(b"(") {
+            self.sink.word(self.sql, t);
+            self.open_list(toks, b")");
+            return;
+        }
+        if text.eq_ignore_ascii_case(b"array") && opens(b"[") {
+            self.sink.word(self.sql, t);
+            self.open_list(toks, b"]");
+            return;
+        }
+        if text.eq_ignore_ascii_case(b"values") && opens(b"(") {
+            self.sink.word(self.sql, t);
+            self.rows(toks);
+            return;
+        }
+        self.sink.word(self.sql, t);
+        self.prev = if one_of(text, SIGN_KEYWORDS) {
+            Prev::Operator
+        } else {
+            Prev::Operand
+        };
+        self.prev_word = if text.eq_ignore_ascii_case(b"is") {
+            PrevWord::Is
+        } else if text.eq_ignore_ascii_case(b"not") {
+            if prev_word == PrevWord::Is {
+                PrevWord::IsNot
+            } else {
+                PrevWord::Not
+            }
+        } else {
+            PrevWord::Other
+        };
+    }
+}
