@@ -513,3 +513,28 @@ fn psql_ctrl_c_cancels_through_the_proxy() {
     assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
     assert_no_backends(cluster, &db.dbname);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_clients_that_never_sent_a_startup_packet() {
+    let cluster = PgCluster::shared();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| c.shutdown_grace_ms = 10_000);
+    // Connected, then silent: a port scanner, a health check, a client stuck before start-up.
+    let mut silent = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    // Let the acceptor hand it to a worker.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
+    assert!(
+        took < Duration::from_secs(1),
+        "a silent connection held shutdown for {took:?}"
+    );
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await
+    .expect("the proxy closed the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
