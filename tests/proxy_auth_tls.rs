@@ -391,7 +391,7 @@ fn both_sides_tls(certs: &Certs) -> ProxyUnderTest {
 }
 
 #[test]
-fn tls_on_both_sides_works_for_non_scram_methods() {
+fn tls_on_both_sides_works_for_non_scram_methods_and_passes_password_errors() {
     let cluster = ssl_cluster();
     let db = cluster.fresh_database();
     let certs = new_certs();
@@ -403,6 +403,17 @@ fn tls_on_both_sides_works_for_non_scram_methods() {
             query_ok(&proxy, &conn, "", &sql),
             format!("{}|t", user.name())
         );
+    }
+    for user in PASSWORD_USERS {
+        let conn = proxy
+            .route(&db.user(user).password(Some("wrong")))
+            .sslmode("require");
+        let out = run(&conn, "channel_binding=disable", "SELECT 1");
+        let expected = format!(
+            "password authentication failed for user \"{}\"",
+            user.name()
+        );
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
     }
     assert_no_backends(cluster, &db.dbname);
 }

@@ -538,3 +538,41 @@ async fn shutdown_does_not_wait_for_clients_that_never_sent_a_startup_packet() {
     .expect("the proxy closed the connection");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+// ---------------------------------------------------------------- the server ends a session
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let (client, task) = connect(&conn).await;
+    let row = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("backend pid");
+    let pid: i32 = row.get(0);
+    let admin = db.clone();
+    blocking(move || support::psql_query(&admin, &format!("SELECT pg_terminate_backend({pid})")))
+        .await;
+
+    // The server's FATAL reaches the client untouched, then the proxy closes the session.
+    let error = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the session ends")
+        .expect("join")
+        .expect_err("closed with the server's error");
+    assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
+    assert!(client.is_closed());
+    let metrics = proxy.proxy().metrics().clone();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metrics.client_connections_active.get() != 0
+        || metrics.server_connections_active.get() != 0
+    {
+        assert!(Instant::now() < deadline, "the proxy kept the session open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
