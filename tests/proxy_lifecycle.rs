@@ -576,3 +576,40 @@ async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
     let dbname = db.dbname.clone();
     blocking(move || assert_no_backends(cluster, &dbname)).await;
 }
+
+// ---------------------------------------------------------------- the client vanishes
+
+#[test]
+fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_completes() {
+    // As with a direct connection: the server finishes what it was sent (fire-and-forget
+    // writes stay written), then sees the Terminate pgshape forwarded and exits.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    support::psql_query(&db.user(AuthUser::Md5), "CREATE TABLE landed (n int)");
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let mut child = Command::new(PgBin::get().tool("psql"))
+        .env("PGPASSFILE", "/dev/null")
+        .env_remove("PGSERVICE")
+        .args([
+            "-X",
+            "-d",
+            &conn.dsn(),
+            "-c",
+            "INSERT INTO landed SELECT /*vanish*/ 7 FROM pg_sleep(1)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start psql");
+    wait_until_running(cluster, &db.dbname, "/*vanish*/");
+    child.kill().expect("SIGKILL psql");
+    let _ = child.wait();
+
+    assert_no_backends(cluster, &db.dbname);
+    assert_eq!(support::psql_query(&db, "SELECT n FROM landed"), "7");
+    let metrics = proxy.proxy().metrics();
+    assert_eq!(metrics.server_connections_active.get(), 0);
+    assert_eq!(metrics.client_connections_active.get(), 0);
+}
