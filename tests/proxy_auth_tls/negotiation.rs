@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::support::pgbin::PgBin;
 use super::support::{AuthUser, ConnParams, PgCluster, ProxyUnderTest};
 use super::*;
+use crate::driver::tls_driver_connect;
 
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
