@@ -220,6 +220,48 @@ fn silent_upstream_is_given_up_after_the_connect_timeout() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_upstream_times_out_within_the_connect_timeout() {
+    // A listener whose accept queue is full drops further SYNs, so a connect to it hangs like
+    // one to a firewalled host: a loopback blackhole.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let target = listener.local_addr().expect("local addr");
+    let mut fillers = Vec::new();
+    while let Ok(Ok(stream)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        fillers.push(stream);
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = target.to_string();
+        c.connect_timeout_ms = 500;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let started = Instant::now();
+    let out = blocking(move || run(&conn, "", "SELECT 1")).await;
+    let elapsed = started.elapsed();
+    assert!(!out.success());
+    let expected = format!("could not connect to upstream {target}: timed out after 500ms");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    drop(fillers);
+    drop(listener);
+}
+
 // ---------------------------------------------------------------- client limit
 
 fn tokio_runtime() -> tokio::runtime::Runtime {
