@@ -2,6 +2,8 @@
 //! limit, graceful shutdown, and query cancellation (driver cancel and psql's Ctrl-C), all
 //! through pgshape against a real PostgreSQL. After each test no backend may be left behind.
 
+#[path = "proxy_lifecycle/shutdown.rs"]
+mod shutdown;
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -218,6 +220,48 @@ fn silent_upstream_is_given_up_after_the_connect_timeout() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_upstream_times_out_within_the_connect_timeout() {
+    // A listener whose accept queue is full drops further SYNs, so a connect to it hangs like
+    // one to a firewalled host: a loopback blackhole.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let target = listener.local_addr().expect("local addr");
+    let mut fillers = Vec::new();
+    while let Ok(Ok(stream)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        fillers.push(stream);
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = target.to_string();
+        c.connect_timeout_ms = 500;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let started = Instant::now();
+    let out = blocking(move || run(&conn, "", "SELECT 1")).await;
+    let elapsed = started.elapsed();
+    assert!(!out.success());
+    let expected = format!("could not connect to upstream {target}: timed out after 500ms");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    drop(fillers);
+    drop(listener);
+}
+
 // ---------------------------------------------------------------- client limit
 
 fn tokio_runtime() -> tokio::runtime::Runtime {
@@ -284,125 +328,6 @@ async fn max_client_connections_refuses_the_next_client_with_53300() {
         .expect("query on the freed slot");
     drop(back);
     drop(second);
-    let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
-}
-
-// ---------------------------------------------------------------- shutdown
-
-/// Shuts the proxy down on a blocking thread; resolves with how long `shutdown` took.
-fn shutdown_in_background(
-    mut proxy: ProxyUnderTest,
-) -> tokio::task::JoinHandle<(Duration, ProxyUnderTest)> {
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        proxy.shutdown();
-        (started.elapsed(), proxy)
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_lets_the_running_statement_finish() {
-    let cluster = PgCluster::shared();
-    let db = cluster.fresh_database();
-    let proxy = ProxyUnderTest::start_with(cluster, |c| c.shutdown_grace_ms = 10_000);
-    let addr = proxy.addr();
-    let conn = proxy.route(&db.user(AuthUser::Scram));
-    let (client, task) = connect(&conn).await;
-    let query = tokio::spawn(async move {
-        let result = client
-            .query_one("SELECT /*graceful*/ 42 FROM pg_sleep(1)", &[])
-            .await;
-        (result, client)
-    });
-    let dbname = db.dbname.clone();
-    blocking(move || wait_until_running(cluster, &dbname, "/*graceful*/")).await;
-
-    let events = proxy.events.clone();
-    let shutdown = shutdown_in_background(proxy);
-    // New clients are refused as soon as shutdown began, while the statement still runs.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-    assert!(
-        refused.is_err(),
-        "the listener still accepts during shutdown"
-    );
-
-    let (result, client) = query.await.expect("join");
-    let row = result.expect("the running statement completes");
-    assert_eq!(row.get::<_, i32>(0), 42);
-    // Then the session is closed with the server's own "administrator command" code.
-    let ended = task.await.expect("join");
-    let error = ended.expect_err("the session ends with an error");
-    assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
-    assert!(client.is_closed());
-    let (took, _proxy) = shutdown.await.expect("join");
-    assert!(
-        took < Duration::from_secs(3),
-        "shutdown waited {took:?}, not just for the statement"
-    );
-
-    let recorded = events.wait_for_matching("/*graceful*/", 1, EVENT_WAIT);
-    assert_eq!(recorded.len(), 1, "{recorded:#?}");
-    assert_eq!(recorded[0].sqlstate, None);
-    assert_eq!(recorded[0].rows, 1);
-    let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_idle_sessions_promptly() {
-    let cluster = PgCluster::shared();
-    let db = cluster.fresh_database();
-    let proxy = ProxyUnderTest::start_with(cluster, |c| c.shutdown_grace_ms = 10_000);
-    let conn = proxy.route(&db.user(AuthUser::Md5));
-    let (idle, idle_task) = connect(&conn).await;
-    // One in an open transaction too: idle between statements is idle.
-    let (in_tx, in_tx_task) = connect(&conn).await;
-    in_tx.batch_execute("BEGIN; SELECT 1").await.expect("begin");
-    idle.simple_query("SELECT 1").await.expect("warm up");
-
-    let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
-    assert!(
-        took < Duration::from_secs(1),
-        "idle sessions held shutdown for {took:?}"
-    );
-    for task in [idle_task, in_tx_task] {
-        let error = task.await.expect("join").expect_err("closed by the proxy");
-        assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
-    }
-    assert!(idle.simple_query("SELECT 1").await.is_err());
-    let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_grace_period_bounds_a_long_statement() {
-    let cluster = PgCluster::shared();
-    let db = cluster.fresh_database();
-    let proxy = ProxyUnderTest::start_with(cluster, |c| c.shutdown_grace_ms = 500);
-    let conn = proxy.route(&db.user(AuthUser::Md5));
-    let (client, task) = connect(&conn).await;
-    let query = tokio::spawn(async move {
-        client
-            .simple_query("SELECT /*too long*/ pg_sleep(3)")
-            .await
-            .map(|_| ())
-    });
-    let dbname = db.dbname.clone();
-    blocking(move || wait_until_running(cluster, &dbname, "/*too long*/")).await;
-
-    let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
-    assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_millis(1_500),
-        "shutdown took {took:?} with a 500 ms grace period"
-    );
-    assert!(
-        query.await.expect("join").is_err(),
-        "the statement was cut off"
-    );
-    let _ = task.await;
-    // The server notices the closed socket when pg_sleep ends and it tries to answer.
     let dbname = db.dbname.clone();
     blocking(move || assert_no_backends(cluster, &dbname)).await;
 }
@@ -512,4 +437,79 @@ fn psql_ctrl_c_cancels_through_the_proxy() {
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
     assert_no_backends(cluster, &db.dbname);
+}
+
+// ---------------------------------------------------------------- the server ends a session
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let (client, task) = connect(&conn).await;
+    let row = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("backend pid");
+    let pid: i32 = row.get(0);
+    let admin = db.clone();
+    blocking(move || support::psql_query(&admin, &format!("SELECT pg_terminate_backend({pid})")))
+        .await;
+
+    // The server's FATAL reaches the client untouched, then the proxy closes the session.
+    let error = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the session ends")
+        .expect("join")
+        .expect_err("closed with the server's error");
+    assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
+    assert!(client.is_closed());
+    let metrics = proxy.proxy().metrics().clone();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metrics.client_connections_active.get() != 0
+        || metrics.server_connections_active.get() != 0
+    {
+        assert!(Instant::now() < deadline, "the proxy kept the session open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+// ---------------------------------------------------------------- the client vanishes
+
+#[test]
+fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_completes() {
+    // As with a direct connection: the server finishes what it was sent (fire-and-forget
+    // writes stay written), then sees the Terminate pgshape forwarded and exits.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    support::psql_query(&db.user(AuthUser::Md5), "CREATE TABLE landed (n int)");
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let mut child = Command::new(PgBin::get().tool("psql"))
+        .env("PGPASSFILE", "/dev/null")
+        .env_remove("PGSERVICE")
+        .args([
+            "-X",
+            "-d",
+            &conn.dsn(),
+            "-c",
+            "INSERT INTO landed SELECT /*vanish*/ 7 FROM pg_sleep(1)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start psql");
+    wait_until_running(cluster, &db.dbname, "/*vanish*/");
+    child.kill().expect("SIGKILL psql");
+    let _ = child.wait();
+
+    assert_no_backends(cluster, &db.dbname);
+    assert_eq!(support::psql_query(&db, "SELECT n FROM landed"), "7");
+    let metrics = proxy.proxy().metrics();
+    assert_eq!(metrics.server_connections_active.get(), 0);
+    assert_eq!(metrics.client_connections_active.get(), 0);
 }

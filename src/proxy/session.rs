@@ -94,9 +94,15 @@ async fn run(
     permit: Option<OwnedSemaphorePermit>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PumpError> {
-    let opening = match tokio::time::timeout(STARTUP_TIMEOUT, open(socket, shared)).await {
-        Ok(result) => result?,
-        Err(_) => return Ok(()),
+    // Shutdown does not wait for a client that has not even sent its StartupMessage.
+    let mut stop = shutdown.clone();
+    let opening = tokio::select! {
+        opened = tokio::time::timeout(STARTUP_TIMEOUT, open(socket, shared)) => match opened {
+            Ok(result) => result?,
+            Err(_) => return Ok(()),
+        },
+        // A dropped sender (no shutdown will come) disables this branch.
+        Ok(_) = stop.wait_for(|stopping| *stopping) => return Ok(()),
     };
     let Opening::Session {
         mut client,
