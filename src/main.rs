@@ -25,6 +25,31 @@ struct Cli {
 enum Command {
     /// Run the proxy in front of a PostgreSQL server.
     Serve(ServeArgs),
+    /// Check captured SQL against the rules (the staging guard for CI): SQL files, PostgreSQL
+    /// logs or pgshape JSON statement logs; exits 1 on a hit at or above --fail-on.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Files to check; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Directory of *.toml rule files [default: the rules built into the binary].
+    #[arg(long, env = "PGSHAPE_RULES")]
+    rules: Option<PathBuf>,
+    /// Monitoring connection string: decide fan-out from the schema's keys instead of names.
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    schema_dsn: Option<String>,
+    /// Report format.
+    #[arg(long, default_value = "human", value_parser = ["human", "json", "github", "junit"])]
+    format: String,
+    /// Exit 1 when a hit has at least this severity.
+    #[arg(long, default_value = "error", value_parser = ["info", "warning", "error"])]
+    fail_on: String,
+    /// Input form [default: detected per file].
+    #[arg(long, value_parser = ["sql", "postgres-log", "json"])]
+    input: Option<String>,
 }
 
 /// Every flag can also be set by its environment variable or in the `--config` TOML file
@@ -149,11 +174,59 @@ fn init_logging(format: &str) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args.into_config()?),
+        Command::Serve(args) => {
+            serve(args.into_config()?).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Check(args) => check(args),
     }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
+    use pgshape::rules::Severity;
+    use pgshape::rules::check::{self, CheckOptions, Format, InputKind};
+    let oracle = match &args.schema_dsn {
+        Some(dsn) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let oracle = runtime
+                .block_on(check::catalog_oracle(dsn))
+                .context("reading the schema catalog")?;
+            Some(oracle as std::sync::Arc<dyn pgshape::rules::UniquenessOracle>)
+        }
+        None => None,
+    };
+    let opts = CheckOptions {
+        inputs: args.files,
+        rules_dir: args.rules,
+        format: match args.format.as_str() {
+            "json" => Format::Json,
+            "github" => Format::Github,
+            "junit" => Format::Junit,
+            _ => Format::Human,
+        },
+        fail_on: match args.fail_on.as_str() {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            _ => Severity::Error,
+        },
+        kind: args.input.as_deref().map(|kind| match kind {
+            "postgres-log" => InputKind::PostgresLog,
+            "json" => InputKind::JsonLines,
+            _ => InputKind::Sql,
+        }),
+        oracle,
+        ..CheckOptions::default()
+    };
+    let outcome = check::run(&opts, &mut std::io::stdout().lock())?;
+    Ok(if outcome.failed {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
