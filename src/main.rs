@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy in front of a PostgreSQL server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check captured SQL against the rules (the staging guard for CI): SQL files, PostgreSQL
     /// logs or pgshape JSON statement logs; exits 1 on a hit at or above --fail-on.
     Check(CheckArgs),
