@@ -85,3 +85,29 @@ fn bad_config_file_is_named() {
     assert!(err.contains("pgshape.toml"), "{err}");
     assert!(err.contains("no_such_key"), "{err}");
 }
+
+#[test]
+fn demo_catches_the_incident_shape_and_cleans_up() {
+    let out = pgshape(&["demo", "--once", "--orders", "3000"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(
+        text.contains("WARNING: pgshape rule distinct-over-fanout-join"),
+        "{text}"
+    );
+    assert!(text.contains("[fan-out judged by catalog]"), "{text}");
+    assert!(
+        text.contains("0 rule warnings, same 25 orders: yes"),
+        "{text}"
+    );
+    let dir = text
+        .split("(data in ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("demo names its data directory: {text}"));
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "throw-away server directory left behind: {dir}"
+    );
+}

@@ -417,10 +417,16 @@ impl Tracker {
 
     /// Pops the head of the FIFO and returns it with the time its work started: when it was
     /// forwarded, or when the server finished the entry before it, whichever is later.
+    ///
+    /// Only statement completions (and ReadyForQuery) move that bound: the server does not
+    /// flush ParseComplete or BindComplete on their own, so their arrival says nothing about
+    /// when the statement behind them started.
     fn pop_front(&mut self, now: Instant) -> Option<(Entry, Instant)> {
         let entry = self.pending.pop_front()?;
         let start = entry.forwarded_at.max(self.last_completion);
-        self.last_completion = now;
+        if matches!(entry.expect, Expect::Completion { .. }) {
+            self.last_completion = now;
+        }
         Some((entry, start))
     }
 
