@@ -311,24 +311,36 @@ impl RuleEngine {
     fn count(&self, stmt: &StatementInput<'_>, hits: &[Hit]) {
         let fingerprint = stmt.fingerprint.to_string();
         for hit in hits {
-            tracing::info!(
-                target: "pgshape::rules",
-                rule = %hit.rule.id,
-                fingerprint = %fingerprint,
-                action = hit.action.as_str(),
-                severity = hit.rule.severity.as_str(),
-                decided_by = hit.decided_by.map(OracleKind::as_str),
-                database = stmt.database,
-                user = stmt.user,
-                "rule hit"
-            );
             if let Some(m) = &self.metrics {
                 m.hits
                     .with_label_values(&[&*hit.rule.id, &fingerprint, hit.action.as_str()])
                     .inc();
             }
-            self.stats
+            let first = self
+                .stats
                 .record(&hit.rule.id, stmt.fingerprint, hit.action);
+            // Every hit is counted; only the first per (rule, shape) is logged at info, so a
+            // statement running thousands of times a second does not flood the log.
+            if first {
+                tracing::info!(
+                    target: "pgshape::rules",
+                    rule = %hit.rule.id,
+                    fingerprint = %fingerprint,
+                    action = hit.action.as_str(),
+                    severity = hit.rule.severity.as_str(),
+                    decided_by = hit.decided_by.map(OracleKind::as_str),
+                    database = stmt.database,
+                    user = stmt.user,
+                    "first hit of rule on this query shape"
+                );
+            } else {
+                tracing::debug!(
+                    target: "pgshape::rules",
+                    rule = %hit.rule.id,
+                    fingerprint = %fingerprint,
+                    "rule hit"
+                );
+            }
         }
     }
 
