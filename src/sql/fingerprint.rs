@@ -79,7 +79,7 @@ fn folded_mul(a: u64, b: u64) -> u64 {
 
 /// ASCII `A-Z` to `a-z` in all eight bytes at once; other bytes unchanged.
 #[inline]
-fn ascii_lower8(x: u64) -> u64 {
+pub(crate) fn ascii_lower8(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let low7 = x & (ONES * 0x7f);
     let ge_a = low7 + ONES * (0x80 - u64::from(b'A'));
