@@ -138,7 +138,7 @@ impl HashSink {
     /// Hashes one token: one 128-bit multiply per 16 bytes, so a typical token (a keyword, a
     /// column name, a punctuation mark) costs one multiply. Short inputs are read with
     /// overlapping loads as in wyhash; the length is mixed in, so that is unambiguous.
-    #[inline]
+    #[inline(always)]
     fn write<const FOLD: bool>(&mut self, tag: u64, bytes: &[u8]) {
         let meta = tag | ((bytes.len() as u64) << 8);
         let lower = |x: u64| if FOLD { ascii_lower8(x) } else { x };
@@ -163,7 +163,7 @@ impl HashSink {
 }
 
 impl Sink for HashSink {
-    #[inline]
+    #[inline(always)]
     fn word(&mut self, sql: &[u8], tok: Token) {
         let text = tok.text(sql);
         if tok.kind == TokenKind::QuotedIdent {
