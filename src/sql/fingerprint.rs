@@ -17,13 +17,36 @@ use super::walker::{self, Sink};
 ///
 /// The value is a fixed function of the statement text (no random seed), so it is the same in
 /// every process, on every machine and after restarts: Prometheus can sum one fingerprint across
-/// many pgshape instances. It changes only with a major version of pgshape.
+/// many pgshape instances. It changes only with a major version of pgshape. The hash is a
+/// wyhash/foldhash-style folded 128-bit multiply over the normalized token stream with the
+/// fixed constants below; it is not cryptographic (statements come from the application, and a
+/// collision only merges two shapes' statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub u64);
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Error parsing a [`Fingerprint`] from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a fingerprint is 16 hexadecimal digits, got {0:?}")]
+pub struct ParseFingerprintError(String);
+
+impl std::str::FromStr for Fingerprint {
+    type Err = ParseFingerprintError;
+
+    /// Parses the 16-hex-digit form that [`Display`](fmt::Display) prints (as found in URLs
+    /// and metric labels); either letter case is accepted.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseFingerprintError(s.chars().take(40).collect()));
+        }
+        u64::from_str_radix(s, 16)
+            .map(Fingerprint)
+            .map_err(|_| ParseFingerprintError(s.to_owned()))
     }
 }
 
