@@ -198,7 +198,7 @@ fn find2(s: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
 
 /// First index `>= from` of a byte equal to `a`.
 #[inline]
-fn find1(s: &[u8], from: usize, a: u8) -> Option<usize> {
+pub(crate) fn find1(s: &[u8], from: usize, a: u8) -> Option<usize> {
     find2(s, from, a, a)
 }
 

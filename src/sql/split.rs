@@ -9,18 +9,50 @@
 
 use std::ops::Range;
 
-use super::lexer::{Lexer, TokenKind};
+use super::lexer::{Lexer, TokenKind, find1};
 
 /// The statements of `sql` in order, as byte ranges, for `for range in split_statements(sql)`.
 ///
 /// Each range excludes the `;` that ends it and leading/trailing whitespace, but keeps comments
 /// inside and around the statement (a trailing sqlcommenter tag stays with its statement).
 /// Statements with nothing but whitespace and comments are skipped, as the server skips them.
-/// Allocation-free.
+/// Allocation-free. The common case, one statement with no `;` (or only a final one), is
+/// recognized with one byte search and no lexing; a lone final `;` is then trusted to end the
+/// statement even if it sits in an unterminated string or comment (a query the server rejects
+/// anyway).
 pub fn split_statements(sql: &[u8]) -> StatementSplitter<'_> {
     StatementSplitter {
         sql,
         lexer: Lexer::new(sql),
+        single: single_statement(sql),
+    }
+}
+
+/// [`split_statements`] without the single-statement fast path, to test the two agree.
+#[cfg(test)]
+pub(crate) fn split_statements_by_lexing(sql: &[u8]) -> StatementSplitter<'_> {
+    StatementSplitter {
+        sql,
+        lexer: Lexer::new(sql),
+        single: None,
+    }
+}
+
+/// The statement's range when `sql` is certainly one statement: no `;` but possibly a final
+/// one, and not starting with a comment (so its first token is significant).
+fn single_statement(sql: &[u8]) -> Option<Range<usize>> {
+    let whole = trim(sql, 0..sql.len());
+    match sql.get(whole.start..whole.start + 2) {
+        Some(b"--" | b"/*") | None => return None,
+        _ => {}
+    }
+    match find1(sql, 0, b';') {
+        None => Some(whole),
+        Some(p) if p + 1 == whole.end && find1(sql, p + 1, b';').is_none() => {
+            let stmt = trim(sql, whole.start..p);
+            (!stmt.is_empty()).then_some(stmt)
+        }
+        Some(_) => None,
     }
 }
 
@@ -29,12 +61,18 @@ pub fn split_statements(sql: &[u8]) -> StatementSplitter<'_> {
 pub struct StatementSplitter<'a> {
     sql: &'a [u8],
     lexer: Lexer<'a>,
+    /// Set when the fast check found exactly one statement; yielded instead of lexing.
+    single: Option<Range<usize>>,
 }
 
 impl Iterator for StatementSplitter<'_> {
     type Item = Range<usize>;
 
     fn next(&mut self) -> Option<Range<usize>> {
+        if let Some(single) = self.single.take() {
+            self.lexer = Lexer::with_range(self.sql, self.sql.len()..self.sql.len());
+            return Some(single);
+        }
         loop {
             let seg_start = self.lexer.position();
             if seg_start >= self.sql.len() {
