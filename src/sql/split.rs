@@ -16,10 +16,8 @@ use super::lexer::{Lexer, TokenKind, find1};
 /// Each range excludes the `;` that ends it and leading/trailing whitespace, but keeps comments
 /// inside and around the statement (a trailing sqlcommenter tag stays with its statement).
 /// Statements with nothing but whitespace and comments are skipped, as the server skips them.
-/// Allocation-free. The common case, one statement with no `;` (or only a final one), is
-/// recognized with one byte search and no lexing; a lone final `;` is then trusted to end the
-/// statement even if it sits in an unterminated string or comment (a query the server rejects
-/// anyway).
+/// Allocation-free. The common case, one statement with no `;` at all (ORMs send none), is
+/// recognized with one byte search and no lexing.
 pub fn split_statements(sql: &[u8]) -> StatementSplitter<'_> {
     StatementSplitter {
         sql,
@@ -38,22 +36,15 @@ pub(crate) fn split_statements_by_lexing(sql: &[u8]) -> StatementSplitter<'_> {
     }
 }
 
-/// The statement's range when `sql` is certainly one statement: no `;` but possibly a final
-/// one, and not starting with a comment (so its first token is significant).
+/// The statement's range when `sql` is certainly one statement: no `;` at all, and not
+/// starting with a comment (so its first token is significant).
 fn single_statement(sql: &[u8]) -> Option<Range<usize>> {
     let whole = trim(sql, 0..sql.len());
     match sql.get(whole.start..whole.start + 2) {
         Some(b"--" | b"/*") | None => return None,
         _ => {}
     }
-    match find1(sql, 0, b';') {
-        None => Some(whole),
-        Some(p) if p + 1 == whole.end && find1(sql, p + 1, b';').is_none() => {
-            let stmt = trim(sql, whole.start..p);
-            (!stmt.is_empty()).then_some(stmt)
-        }
-        Some(_) => None,
-    }
+    find1(sql, 0, b';').is_none().then_some(whole)
 }
 
 /// Iterator returned by [`split_statements`].
