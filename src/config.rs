@@ -57,6 +57,10 @@ pub struct Config {
     pub upstream_sslmode: Option<String>,
     /// CA bundle (PEM) for verifying the server; system roots when unset.
     pub upstream_sslrootcert: Option<PathBuf>,
+    /// Per-fingerprint statistics, slow log and export settings (`[stats]`).
+    pub stats: crate::stats::StatsConfig,
+    /// Query-shape rules: rules directory, enforce/shadow mode, schema DSN (`[rules]`).
+    pub rules: crate::rules::RulesConfig,
 }
 
 impl Default for Config {
@@ -76,6 +80,8 @@ impl Default for Config {
             tls_key: None,
             upstream_sslmode: None,
             upstream_sslrootcert: None,
+            stats: crate::stats::StatsConfig::default(),
+            rules: crate::rules::RulesConfig::default(),
         }
     }
 }

@@ -1,1 +1,99 @@
-//! Placeholder; filled in by its own issue.
+//! The admin HTTP listener: Prometheus `/metrics`, the JSON query-statistics API, a small
+//! HTML page of the top statements, and `/healthz`.
+//!
+//! It is an `axum` [`Router`] so other parts add their endpoints by merging a router of their
+//! own (the rules module adds `/api/rules` and `/api/reload` that way) rather than this module
+//! knowing them: `admin::router(state).merge(rules_routes)`, then [`serve`]. Metrics come from
+//! one `prometheus::Registry` into which every module registers its own collectors (the
+//! proxy's counters, [`Stats::register`]); this module only encodes it.
+//!
+//! - `api.rs`: the `/api/queries` handlers and their parameter checking.
+//! - `page.html`: the self-contained page served at `/` (no external assets).
+
+mod api;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+
+use crate::stats::Stats;
+
+/// What the admin endpoints read.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    /// Query statistics; `None` when `[stats] enabled = false` (the API then answers 404).
+    pub stats: Option<Arc<Stats>>,
+    /// Every module's metrics, encoded at `/metrics`.
+    pub registry: Registry,
+}
+
+/// Errors of the admin server.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The admin endpoints. Merge further routes into it before [`serve`].
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/queries", get(api::list))
+        .route("/api/queries/reset", post(api::reset))
+        .route("/api/queries/{fingerprint}", get(api::detail))
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight finish.
+///
+/// # Errors
+/// When accepting or serving fails at the socket level.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AdminError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin listener ready");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
+    let encoder = TextEncoder::new();
+    let families = state.registry.gather();
+    let mut body = Vec::with_capacity(64 * 1024);
+    match encoder.encode(&families, &mut body) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode metrics");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode metrics: {e}\n"),
+            )
+                .into_response()
+        }
+    }
+}

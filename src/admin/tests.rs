@@ -1,0 +1,274 @@
+//! The admin server on a real socket (port 0), spoken to with raw HTTP/1.1: no client crate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use prometheus::{IntCounter, Registry};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::{AdminState, router, serve};
+use crate::stats::tests::{Fixture, promtool_check};
+use crate::stats::{Stats, StatsConfig};
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), super::AdminError>>,
+}
+
+impl Server {
+    async fn start(app: Router) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn request(&self, method: &str, path: &str) -> (u16, String, String) {
+        let mut s = TcpStream::connect(self.addr).await.expect("connect");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.expect("read");
+        let text = String::from_utf8(raw).expect("utf-8 response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status code");
+        assert!(
+            !head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "bodies here have a known length"
+        );
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    async fn json(&self, method: &str, path: &str) -> (u16, Value) {
+        let (status, head, body) = self.request(method, path).await;
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        (status, serde_json::from_str(&body).expect("json body"))
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("join").expect("serve ok");
+    }
+}
+
+/// Stats with three shapes in two databases, and a registry with one proxy-style metric.
+fn state() -> AdminState {
+    let f = Fixture::new();
+    let stats = Arc::new(Stats::new(StatsConfig::default()));
+    for _ in 0..10 {
+        f.run(
+            &*stats,
+            0xa1,
+            "SELECT * FROM orders WHERE id = 1 /*controller='orders',route='%5Eorders%2F%3Cint%3Apk%3E'*/",
+            2_000,
+            1,
+            None,
+        );
+    }
+    for _ in 0..3 {
+        f.run(
+            &*stats,
+            0xb2,
+            "UPDATE t SET a = 1",
+            50_000,
+            2,
+            Some(b"40001"),
+        );
+    }
+    let mut other = Fixture::new();
+    other.session.database = "reports".into();
+    other.run(&*stats, 0xc3, "SELECT count(*) FROM big", 900_000, 1, None);
+
+    let registry = Registry::new();
+    stats.register(&registry).expect("register stats");
+    let connections = IntCounter::new(
+        "pgshape_client_connections_total",
+        "Client connections accepted.",
+    )
+    .expect("counter");
+    connections.inc_by(7);
+    registry
+        .register(Box::new(connections))
+        .expect("register counter");
+    AdminState {
+        stats: Some(stats),
+        registry,
+    }
+}
+
+#[tokio::test]
+async fn metrics_have_stats_and_proxy_families_and_pass_promtool() {
+    let server = Server::start(router(state())).await;
+    let (status, head, body) = server.request("GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(
+        body.contains("pgshape_client_connections_total 7"),
+        "{body}"
+    );
+    assert!(body.contains(
+        r#"pgshape_query_calls_total{fingerprint="00000000000000a1",database="app",user="web"} 10"#
+    ));
+    assert!(body.contains(r#"sqlstate_class="40"} 3"#));
+    assert!(body.contains("pgshape_query_duration_seconds_bucket"));
+    promtool_check(&body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queries_are_listed_sorted_and_filtered() {
+    let server = Server::start(router(state())).await;
+    let (status, rows) = server.json("GET", "/api/queries").await;
+    assert_eq!(status, 200);
+    let rows = rows.as_array().expect("array").clone();
+    assert_eq!(rows.len(), 3);
+    // Default order: total time (0.9 s, then 0.15 s, then 0.02 s).
+    let fps: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["fingerprint"].as_str())
+        .collect();
+    assert_eq!(
+        fps,
+        ["00000000000000c3", "00000000000000b2", "00000000000000a1"]
+    );
+    for field in [
+        "query",
+        "database",
+        "user",
+        "calls",
+        "rows",
+        "errors",
+        "total_ms",
+        "mean_ms",
+        "stddev_ms",
+        "min_ms",
+        "max_ms",
+        "p50_ms",
+        "p90_ms",
+        "p95_ms",
+        "p99_ms",
+        "routes",
+        "traceparent",
+        "first_seen",
+        "last_seen",
+    ] {
+        assert!(rows[0].get(field).is_some(), "missing {field}");
+    }
+    let orders = &rows[2];
+    assert_eq!(orders["calls"], 10);
+    assert_eq!(orders["routes"][0]["tag"], "route");
+    assert_eq!(orders["routes"][0]["value"], "^orders/<int:pk>");
+    assert_eq!(orders["routes"][1]["value"], "orders");
+    assert_eq!(rows[1]["errors"]["40"], 3);
+    assert!((orders["p95_ms"].as_f64().unwrap_or(0.0) - 2.0).abs() < 0.02);
+
+    let (_, by_calls) = server.json("GET", "/api/queries?sort=calls&limit=1").await;
+    assert_eq!(by_calls[0]["fingerprint"], "00000000000000a1");
+    assert_eq!(by_calls.as_array().map(Vec::len), Some(1));
+    let (_, reports) = server.json("GET", "/api/queries?database=reports").await;
+    assert_eq!(reports.as_array().map(Vec::len), Some(1));
+    let (_, errors) = server
+        .json("GET", "/api/queries?sort=errors&user=web")
+        .await;
+    assert_eq!(errors[0]["fingerprint"], "00000000000000b2");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_parameters_are_named_in_a_400() {
+    let server = Server::start(router(state())).await;
+    for (path, param) in [
+        ("/api/queries?sort=fastest", "sort"),
+        ("/api/queries?limit=0", "limit"),
+        ("/api/queries?limit=ten", "limit"),
+        ("/api/queries?colour=red", "colour"),
+        ("/api/queries/xyz", "fingerprint"),
+        ("/api/queries/00000000000000a1ff", "fingerprint"),
+    ] {
+        let (status, body) = server.json("GET", path).await;
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(body["parameter"], param, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let (status, _) = server.json("GET", "/api/nope").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn detail_reset_page_and_health() {
+    let server = Server::start(router(state())).await;
+    let (status, d) = server.json("GET", "/api/queries/00000000000000a1").await;
+    assert_eq!(status, 200);
+    let entry = &d["entries"][0];
+    assert_eq!(entry["calls"], 10);
+    let hist = entry["histogram"].as_array().expect("histogram");
+    assert_eq!(
+        hist.iter().filter_map(|b| b["count"].as_u64()).sum::<u64>(),
+        10
+    );
+    let (status, _) = server.json("GET", "/api/queries/00000000000000ff").await;
+    assert_eq!(status, 404);
+
+    let (status, page, body) = server.request("GET", "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("text/html"));
+    assert!(
+        body.contains("api/queries") && !body.contains("http://") && !body.contains("https://")
+    );
+    let (status, _, body) = server.request("GET", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    let (status, _) = server.json("POST", "/api/queries/reset").await;
+    assert_eq!(status, 200);
+    let (_, rows) = server.json("GET", "/api/queries").await;
+    assert_eq!(rows.as_array().map(Vec::len), Some(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_modules_merge_routes_and_stats_can_be_off() {
+    let state = AdminState {
+        stats: None,
+        registry: Registry::new(),
+    };
+    let rules = Router::new().route("/api/rules", get(|| async { "[]" }));
+    let server = Server::start(router(state).merge(rules)).await;
+    let (status, _, body) = server.request("GET", "/api/rules").await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, body) = server.json("GET", "/api/queries").await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("switched off"))
+    );
+    server.stop().await;
+}
