@@ -14,6 +14,10 @@ use super::text::{self, RawTags};
 /// sqlcommenter tags that attribute a statement to an endpoint.
 pub const ROUTE_TAGS: [&str; 3] = ["route", "controller", "action"];
 
+/// Longest tag value kept, in bytes (raw, as sent). Tags come from clients: without a cap a
+/// megabyte-long route would be stored `max_routes × max_fingerprints` times.
+pub const MAX_TAG_VALUE: usize = 256;
+
 /// One entry: immutable identity plus the mutable counters behind their lock.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -184,7 +188,7 @@ impl EntryData {
                 });
                 // Reuses the buffer: a traceparent is always 55 bytes.
                 ex.traceparent.clear();
-                ex.traceparent.push_str(tp);
+                ex.traceparent.push_str(truncate(tp, MAX_TAG_VALUE));
                 ex.duration_ns = x;
                 ex.at = at;
             }
@@ -193,6 +197,7 @@ impl EntryData {
 
     /// Counts `n` statements with tag value `raw` (URL-encoded as sent).
     fn add_route(&mut self, tag: &'static str, raw: &str, n: u64, max: usize) {
+        let raw = truncate(raw, MAX_TAG_VALUE);
         if let Some(r) = self
             .routes
             .iter_mut()
@@ -269,6 +274,15 @@ impl EntryData {
             (self.m2 / self.calls as f64).max(0.0).sqrt()
         }
     }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    let mut cut = max.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 /// A SQLSTATE class as text; the server only sends ASCII, anything else shows as `??`.

@@ -19,6 +19,7 @@ use prometheus::proto::{
 };
 
 use super::Stats;
+use super::entry::truncate;
 use super::snapshot::{OTHER, QueryStats};
 
 const DURATION: &str = "pgshape_query_duration_seconds";
@@ -220,14 +221,6 @@ impl Collector for StatsCollector {
             ),
         ]
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut cut = max.min(s.len());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &s[..cut]
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {

@@ -209,6 +209,31 @@ fn routes_are_capped_and_keep_the_heavy_hitter() {
 }
 
 #[test]
+fn tag_values_are_capped() {
+    let f = Fixture::new();
+    let stats = Stats::new(StatsConfig::default());
+    let long = "é".repeat(10_000);
+    for _ in 0..2 {
+        f.run(
+            &stats,
+            8,
+            &format!("SELECT 1 /*route='{long}',traceparent='{long}'*/"),
+            10,
+            0,
+            None,
+        );
+    }
+    let r = row(&stats, 8);
+    assert_eq!(r.routes.len(), 1, "capped values still compare equal");
+    assert_eq!(r.routes[0].count, 2);
+    assert!(r.routes[0].value.len() <= entry::MAX_TAG_VALUE);
+    assert!(
+        r.traceparent
+            .is_some_and(|t| t.len() <= entry::MAX_TAG_VALUE)
+    );
+}
+
+#[test]
 fn eviction_bounds_entries_and_keeps_every_call() {
     let f = Fixture::new();
     let stats = Stats::new(config(100, 200));
