@@ -1,7 +1,8 @@
 //! Prometheus exposition of the statistics, built fresh at every scrape.
 //!
-//! Why a custom [`Collector`] rather than `HistogramVec` and friends: the set of fingerprints
-//! with their own series (the top K by total time) changes between scrapes, and a `*Vec`
+//! Why a custom [`Collector`] rather than `HistogramVec` and friends: the set of
+//! (fingerprint, database, user) entries with their own series (the top K by total time)
+//! changes between scrapes, and a `*Vec`
 //! never forgets a label set, so its series count would only grow. Building the families from
 //! a snapshot keeps the series count at most K + one `other` per (database, user), whatever
 //! the workload. The crate's `TextEncoder` writes them (label values need escaping; the
@@ -9,6 +10,10 @@
 //!
 //! Counters of the `other` series can go down when a fingerprint enters the top K;
 //! Prometheus' `rate()` treats that as a counter reset, which under-counts for one interval.
+//!
+//! OpenMetrics exemplars (a trace id on a histogram bucket) cannot be written by the
+//! `prometheus` crate's encoder; the `traceparent` of the slowest recent execution is in the
+//! JSON API (`/api/queries`, field `traceparent`) instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
