@@ -28,13 +28,28 @@ impl Fixture {
         }
     }
 
-    /// Feeds one statement of shape `fp` to `obs`.
+    /// Feeds one statement of shape `fp` to `obs`, finishing `micros` after the start.
     pub fn run(
         &self,
         obs: &dyn StatementObserver,
         fp: u64,
         sql: &str,
         micros: u64,
+        rows: u64,
+        sqlstate: Option<&[u8; 5]>,
+    ) {
+        self.run_at(obs, fp, sql, micros, micros, rows, sqlstate);
+    }
+
+    /// As [`Fixture::run`], finishing `at_micros` after the start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_at(
+        &self,
+        obs: &dyn StatementObserver,
+        fp: u64,
+        sql: &str,
+        micros: u64,
+        at_micros: u64,
         rows: u64,
         sqlstate: Option<&[u8; 5]>,
     ) {
@@ -47,7 +62,7 @@ impl Fixture {
             statement: &text,
             protocol: Protocol::Simple,
             duration: Duration::from_micros(micros),
-            finished_at: self.start + Duration::from_micros(micros),
+            finished_at: self.start + Duration::from_micros(at_micros),
             rows,
             command: if sqlstate.is_some() { "" } else { "SELECT" },
             sqlstate: sqlstate.copied(),
@@ -206,6 +221,68 @@ fn routes_are_capped_and_keep_the_heavy_hitter() {
     assert_eq!(r.routes.len(), 3);
     assert_eq!(r.routes[0].value, "hot");
     assert_eq!(r.routes[0].count, 50);
+}
+
+#[test]
+fn exemplar_is_replaced_once_it_is_older_than_the_window() {
+    let f = Fixture::new();
+    let stats = Stats::new(StatsConfig {
+        exemplar_window_s: 1,
+        ..StatsConfig::default()
+    });
+    let sql = |tp: &str| format!("SELECT 1 /*traceparent='{tp}'*/");
+    let ms = 1_000;
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-slow-01-01"),
+        900 * ms,
+        1_000 * ms,
+        0,
+        None,
+    );
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-fast-01-01"),
+        100 * ms,
+        1_500 * ms,
+        0,
+        None,
+    );
+    assert_eq!(
+        row(&stats, 12).traceparent.as_deref(),
+        Some("00-slow-01-01"),
+        "a faster one does not replace a recent slow one"
+    );
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-slower-01-01"),
+        950 * ms,
+        1_600 * ms,
+        0,
+        None,
+    );
+    assert_eq!(
+        row(&stats, 12).traceparent.as_deref(),
+        Some("00-slower-01-01")
+    );
+    // More than the 1 s window after the exemplar, even a fast statement replaces it.
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-later-01-01"),
+        100 * ms,
+        2_700 * ms,
+        0,
+        None,
+    );
+    assert_eq!(
+        row(&stats, 12).traceparent.as_deref(),
+        Some("00-later-01-01")
+    );
+    assert_eq!(row(&stats, 12).traceparent_ms, Some(100.0));
 }
 
 #[test]
