@@ -25,6 +25,10 @@ use prometheus::proto::{
 
 use super::Stats;
 use super::entry::truncate;
+
+#[cfg(test)]
+#[path = "prom_tests.rs"]
+mod tests;
 use super::snapshot::{OTHER, QueryStats};
 
 const DURATION: &str = "pgshape_query_duration_seconds";
