@@ -165,14 +165,16 @@ impl EntryData {
 
     fn record_tags(&mut self, tags: RawTags<'_>, x: u64, at: Instant, limits: &Limits<'_>) {
         let mut traceparent = None;
-        for (key, raw) in tags.iter() {
-            if let Some(tag) = ROUTE_TAGS.iter().find(|t| **t == key) {
+        for (key, raw) in tags.iter_bytes() {
+            if let Some(tag) = ROUTE_TAGS.iter().find(|t| t.as_bytes() == key) {
                 self.add_route(tag, raw, 1, limits.max_routes);
-            } else if key == "traceparent" {
+            } else if key == b"traceparent" {
                 traceparent = Some(raw);
             }
         }
-        if let Some(tp) = traceparent {
+        if let Some(tp) = traceparent
+            .and_then(|t| std::str::from_utf8(text::truncate_bytes(t, MAX_TAG_VALUE)).ok())
+        {
             let replace = match &self.exemplar {
                 None => true,
                 Some(ex) => {
@@ -188,7 +190,7 @@ impl EntryData {
                 });
                 // Reuses the buffer: a traceparent is always 55 bytes.
                 ex.traceparent.clear();
-                ex.traceparent.push_str(truncate(tp, MAX_TAG_VALUE));
+                ex.traceparent.push_str(tp);
                 ex.duration_ns = x;
                 ex.at = at;
             }
@@ -196,17 +198,20 @@ impl EntryData {
     }
 
     /// Counts `n` statements with tag value `raw` (URL-encoded as sent).
-    fn add_route(&mut self, tag: &'static str, raw: &str, n: u64, max: usize) {
-        let raw = truncate(raw, MAX_TAG_VALUE);
+    fn add_route(&mut self, tag: &'static str, raw: &[u8], n: u64, max: usize) {
+        let raw = text::truncate_bytes(raw, MAX_TAG_VALUE);
         if let Some(r) = self
             .routes
             .iter_mut()
-            .find(|r| r.tag == tag && r.raw == raw)
+            .find(|r| r.tag == tag && r.raw.as_bytes() == raw)
         {
             r.count += n;
             return;
         }
-        // A new value: decoding and allocating happen only here.
+        // A new value: UTF-8 checking, decoding and allocating happen only here.
+        let Ok(raw) = std::str::from_utf8(raw) else {
+            return;
+        };
         let value = text::decode(raw).into_owned();
         if self.routes.len() < max {
             self.routes.push(RouteCount {
@@ -249,7 +254,7 @@ impl EntryData {
             self.add_errors(class, count);
         }
         for r in &other.routes {
-            self.add_route(r.tag, &r.raw, r.count, max_routes);
+            self.add_route(r.tag, r.raw.as_bytes(), r.count, max_routes);
         }
         if let Some(ex) = &other.exemplar
             && self
