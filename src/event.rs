@@ -83,3 +83,48 @@ pub trait StatementObserver: Send + Sync {
 
 /// Observers a session reports to.
 pub type Observers = Arc<[Arc<dyn StatementObserver>]>;
+
+/// A rule's message for the client, sent as a WARNING notice or in a blocking error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub rule: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// What the rules decided for one execution of a statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Sent to the client as NoticeResponses before the statement's results.
+    pub warnings: Vec<Notice>,
+    /// When set, the statement is not executed and the client gets this as an error.
+    pub block: Option<Notice>,
+}
+
+impl Verdict {
+    pub fn is_allow(&self) -> bool {
+        self.warnings.is_empty() && self.block.is_none()
+    }
+}
+
+/// Decides, before a statement is forwarded, whether it runs as is, runs with a warning, or is
+/// refused. Shared by all sessions; each session gets its own [`SessionGate`] for per-connection
+/// state (such as counting repeated executions for n+1 detection).
+pub trait StatementGate: Send + Sync {
+    fn open_session(&self) -> Box<dyn SessionGate>;
+}
+
+/// A session's view of the rules. Called on the session's task for every execution: the
+/// simple-protocol statements of each Query, and each Execute.
+pub trait SessionGate {
+    fn check(
+        &mut self,
+        statement: &StatementText,
+        session: &SessionInfo,
+        in_transaction: bool,
+        now: Instant,
+    ) -> Verdict;
+
+    /// The server reported ReadyForQuery with this transaction status.
+    fn on_ready_for_query(&mut self, _status: u8) {}
+}

@@ -1,1 +1,311 @@
-//! proxy
+//! The proxy: listener, per-core workers, sessions and the statement tracker.
+//!
+//! Threading: one acceptor thread hands each new connection, round-robin, to one of N worker
+//! threads; each worker runs a single-threaded tokio runtime and owns its sessions for their
+//! whole life. A session's two pumps therefore share state through a `RefCell` with no lock,
+//! and no connection ever migrates between cores (measured before writing this: a relay on
+//! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
+
+pub mod intercept;
+pub mod metrics;
+pub mod pump;
+mod session;
+pub mod stream;
+pub mod tls;
+pub mod tracker;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::config::Config;
+use crate::event::{Observers, StatementGate};
+use crate::sql::FingerprintCache;
+pub use metrics::ProxyMetrics;
+use session::Shared;
+
+/// Errors starting the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start worker threads: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("tls_cert and tls_key must be given together")]
+    TlsHalfConfigured,
+}
+
+/// Statement texts whose fingerprint is remembered (at most ~2 KiB each, so ≤ 20 MiB).
+const FINGERPRINT_CACHE_ENTRIES: usize = 10_000;
+
+type Handoff = (
+    std::net::TcpStream,
+    SocketAddr,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// A running proxy. Dropping it without [`Proxy::shutdown`] leaves its threads running until the
+/// process exits.
+pub struct Proxy {
+    local_addr: SocketAddr,
+    metrics: ProxyMetrics,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Everything a proxy is started with besides its [`Config`].
+pub struct ProxyBuilder {
+    config: Config,
+    observers: Observers,
+    gate: Option<Arc<dyn StatementGate>>,
+    metrics: ProxyMetrics,
+    fingerprinting: bool,
+}
+
+impl ProxyBuilder {
+    /// Observers that receive every finished statement.
+    pub fn observers(mut self, observers: Observers) -> Self {
+        self.observers = observers;
+        self
+    }
+
+    /// Rules consulted before every statement execution.
+    pub fn gate(mut self, gate: Arc<dyn StatementGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Metrics to update (the caller registers them with its registry).
+    pub fn metrics(mut self, metrics: ProxyMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Whether statements are fingerprinted (off when statistics and rules are off).
+    pub fn fingerprinting(mut self, on: bool) -> Self {
+        self.fingerprinting = on;
+        self
+    }
+
+    /// Binds the listener and starts the acceptor and worker threads.
+    ///
+    /// # Errors
+    /// The listen address cannot be bound, the upstream or TLS settings are invalid.
+    pub fn start(self) -> Result<Proxy, ProxyError> {
+        let ProxyBuilder {
+            config,
+            observers,
+            gate,
+            metrics,
+            fingerprinting,
+        } = self;
+        let upstream = upstream::Upstream::from_config(&config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => return Err(ProxyError::TlsHalfConfigured),
+        };
+        let listener =
+            std::net::TcpListener::bind(&config.listen).map_err(|source| ProxyError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(ProxyError::Runtime)?;
+        let local_addr = listener.local_addr().map_err(ProxyError::Runtime)?;
+        let workers = config.worker_count();
+        let limit = Arc::new(Semaphore::new(config.max_client_connections));
+        let shared = Arc::new(Shared {
+            upstream,
+            tls,
+            observers,
+            gate,
+            metrics: metrics.clone(),
+            fingerprints: fingerprinting
+                .then(|| Arc::new(FingerprintCache::new(FINGERPRINT_CACHE_ENTRIES))),
+            config,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut threads = Vec::with_capacity(workers + 1);
+        let mut senders = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+            senders.push(tx);
+            let shared = shared.clone();
+            let shutdown_rx = shutdown_rx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("pgshape-worker-{index}"))
+                .spawn(move || worker(rx, shared, shutdown_rx))
+                .map_err(ProxyError::Runtime)?;
+            threads.push(thread);
+        }
+        let accept_shutdown = shutdown_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name("pgshape-accept".into())
+            .spawn(move || acceptor(listener, senders, limit, accept_shutdown))
+            .map_err(ProxyError::Runtime)?;
+        threads.push(thread);
+        tracing::info!(listen = %local_addr, workers, "pgshape listening");
+        Ok(Proxy {
+            local_addr,
+            metrics,
+            shutdown,
+            threads,
+        })
+    }
+}
+
+impl Proxy {
+    /// A builder for a proxy with observers, rules and metrics.
+    pub fn builder(config: Config) -> ProxyBuilder {
+        ProxyBuilder {
+            config,
+            observers: Arc::new([]),
+            gate: None,
+            metrics: ProxyMetrics::new(),
+            fingerprinting: true,
+        }
+    }
+
+    /// Starts a proxy reporting to `observers`, with no rules.
+    ///
+    /// # Errors
+    /// See [`ProxyBuilder::start`].
+    pub fn start(config: Config, observers: Observers) -> Result<Proxy, ProxyError> {
+        Self::builder(config).observers(observers).start()
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// Stops accepting, lets sessions finish their running statements for up to the grace
+    /// period, then closes what is left. Blocks until every thread has ended.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn acceptor(
+    listener: std::net::TcpListener,
+    workers: Vec<mpsc::UnboundedSender<Handoff>>,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the acceptor runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::error!(%error, "cannot register the listener");
+                return;
+            }
+        };
+        let mut next = 0usize;
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let permit = limit.clone().try_acquire_owned().ok();
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            if workers[next % workers.len()]
+                .send((stream, peer, permit))
+                .is_err()
+            {
+                break;
+            }
+            next = next.wrapping_add(1);
+        }
+        // Dropping the senders tells the workers no more sessions will come.
+    });
+}
+
+fn worker(
+    mut handoff: mpsc::UnboundedReceiver<Handoff>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start a worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let mut sessions = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                next = handoff.recv() => {
+                    let Some((stream, peer, permit)) = next else { break };
+                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
+                    sessions.spawn_local(session::serve(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        permit,
+                        shutdown.clone(),
+                    ));
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+        let grace = tokio::time::sleep(shared.config.shutdown_grace());
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = sessions.join_next() => if next.is_none() { break },
+                () = &mut grace => {
+                    tracing::warn!(remaining = sessions.len(), "grace period over, closing sessions");
+                    sessions.abort_all();
+                    while sessions.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+    });
+}

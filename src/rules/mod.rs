@@ -1,1 +1,163 @@
-//! Placeholder; filled in by its own issue.
+//! Query-shape rules: declarative TOML rules matched against analysis facts, with actions.
+//!
+//! Why this exists: the incident behind pgshape was a `SELECT DISTINCT` over a one-to-many
+//! join that nothing flagged in staging. Rules catch such shapes on live traffic (in the proxy)
+//! and in captured traffic (`pgshape check`).
+//!
+//! The parts:
+//! - [`spec`]: the rule file format (one rule per `*.toml`) and its loader, whose errors name
+//!   file, line and field; the shipped rules are embedded in the binary ([`embedded`]).
+//! - [`matcher`]: a rule's `match` table, compiled once, evaluated against
+//!   [`crate::sql::analysis::Facts`] plus per-execution values.
+//! - [`oracle`] and [`catalog`]: whether a join *fans out* (repeats rows of the relations before
+//!   it), decided by a [`UniquenessOracle`]: the schema catalog when a schema DSN is configured,
+//!   else a documented naming heuristic. Every hit records which one decided.
+//! - [`engine`]: [`RuleEngine::evaluate`], the call the proxy makes per statement, with the
+//!   hot-reloadable rule set, the per-connection n-plus-one state ([`ConnectionRuleState`]),
+//!   metrics and the `/api/rules` JSON ([`api`]).
+//! - [`check`]: the `pgshape check` staging guard over SQL files and logs.
+
+pub mod api;
+pub mod catalog;
+pub mod check;
+pub mod embedded;
+pub mod engine;
+pub mod gate;
+pub mod glob;
+pub mod matcher;
+pub mod metrics;
+pub mod oracle;
+pub mod spec;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use catalog::CatalogOracle;
+pub use engine::{
+    BLOCKED_SQLSTATE, Hit, Notice, RuleEngine, StatementInput, Verdict, VerdictAction,
+    WARNING_SQLSTATE,
+};
+pub use metrics::RuleMetrics;
+pub use oracle::{HeuristicOracle, OracleKind, Uniqueness, UniquenessOracle};
+pub use spec::{RuleLoadError, RuleSet};
+pub use state::ConnectionRuleState;
+
+/// How bad a hit is; `pgshape check --fail-on` compares against it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a matching rule does.
+///
+/// `rewrite` is reserved for a later release and rejected at load with an error saying so,
+/// rather than being silently treated as something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The rule is loaded but never evaluated.
+    Off,
+    /// Count and log the hit.
+    #[default]
+    Observe,
+    /// As observe, plus a NoticeResponse (WARNING, SQLSTATE 01000) to the client.
+    Warn,
+    /// Do not execute; the client gets an ErrorResponse with [`BLOCKED_SQLSTATE`].
+    Block,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Off => "off",
+            Action::Observe => "observe",
+            Action::Warn => "warn",
+            Action::Block => "block",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Action, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "off" => Ok(Action::Off),
+            "observe" => Ok(Action::Observe),
+            "warn" => Ok(Action::Warn),
+            "block" => Ok(Action::Block),
+            "rewrite" => Err(serde::de::Error::custom(
+                "action `rewrite` is not available yet (it comes with a later release); \
+                 use off, observe, warn or block",
+            )),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown action `{other}`, expected off, observe, warn or block"
+            ))),
+        }
+    }
+}
+
+/// Global mode: `shadow` downgrades warn and block to observe, so a rule can be measured on
+/// production traffic before it is allowed to act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+/// The `[rules]` table of the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Directory of `*.toml` rule files; `None` uses the rules embedded in the binary.
+    pub dir: Option<PathBuf>,
+    pub mode: Mode,
+    /// Monitoring connection string for catalog lookups (primary keys, unique indexes, foreign
+    /// keys, table sizes); its database name is replaced by each statement's database.
+    pub schema_dsn: Option<String>,
+    /// How often the catalog of each known database is re-read, in seconds.
+    pub schema_refresh_secs: u64,
+    /// Most statement shapes whose facts are cached.
+    pub facts_cache_size: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            dir: None,
+            mode: Mode::Enforce,
+            schema_dsn: None,
+            schema_refresh_secs: 300,
+            facts_cache_size: 10_000,
+        }
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`split_statements`]: where a multi-statement `Query` splits, as the server splits it.
 //! - [`commenter`]: the sqlcommenter tags (route, controller, traceparent) of a statement.
 
+pub mod analysis;
 mod cache;
 pub mod commenter;
 mod fingerprint;

@@ -1,0 +1,214 @@
+//! The frontend (client → server) messages the proxy decodes. Everything else is forwarded
+//! without being decoded.
+
+use super::frame::body;
+use super::{ProtocolError, Reader};
+
+/// A client message the statement tracker cares about, borrowing from the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendMessage<'a> {
+    /// Simple query: one string holding zero or more statements.
+    Query {
+        sql: &'a [u8],
+    },
+    /// Extended protocol: prepare `sql` as statement `name` ("" = unnamed).
+    Parse {
+        name: &'a [u8],
+        sql: &'a [u8],
+    },
+    /// Bind statement `statement` into portal `portal`.
+    Bind {
+        portal: &'a [u8],
+        statement: &'a [u8],
+    },
+    /// Run portal `portal`, returning at most `max_rows` rows (0 = all).
+    Execute {
+        portal: &'a [u8],
+        max_rows: i32,
+    },
+    /// Describe a statement (`b'S'`) or portal (`b'P'`).
+    Describe {
+        kind: u8,
+        name: &'a [u8],
+    },
+    /// Close a statement (`b'S'`) or portal (`b'P'`).
+    Close {
+        kind: u8,
+        name: &'a [u8],
+    },
+    Sync,
+    Flush,
+    FunctionCall,
+    CopyData,
+    CopyDone,
+    CopyFail,
+    Terminate,
+    /// Authentication responses (`p`); their meaning depends on the phase.
+    Password,
+    /// A tag this proxy does not interpret.
+    Other(u8),
+}
+
+impl<'a> FrontendMessage<'a> {
+    /// Decodes a complete frame.
+    ///
+    /// # Errors
+    /// A message of a decoded type whose body does not have the required fields.
+    pub fn decode(frame: &'a [u8]) -> Result<Self, ProtocolError> {
+        let tag = frame.first().copied().unwrap_or(0);
+        let body = body(frame);
+        Ok(match tag {
+            b'Q' => {
+                let mut r = Reader::new(body, "Query");
+                FrontendMessage::Query { sql: r.cstr()? }
+            }
+            b'P' => {
+                let mut r = Reader::new(body, "Parse");
+                let name = r.cstr()?;
+                let sql = r.cstr()?;
+                FrontendMessage::Parse { name, sql }
+            }
+            b'B' => {
+                let mut r = Reader::new(body, "Bind");
+                let portal = r.cstr()?;
+                let statement = r.cstr()?;
+                FrontendMessage::Bind { portal, statement }
+            }
+            b'E' => {
+                let mut r = Reader::new(body, "Execute");
+                let portal = r.cstr()?;
+                let max_rows = r.i32()?;
+                FrontendMessage::Execute { portal, max_rows }
+            }
+            b'D' | b'C' => {
+                let mut r = Reader::new(body, if tag == b'D' { "Describe" } else { "Close" });
+                let kind = r.u8()?;
+                if kind != b'S' && kind != b'P' {
+                    return Err(ProtocolError::Malformed {
+                        message: if tag == b'D' { "Describe" } else { "Close" },
+                        reason: "target must be 'S' or 'P'",
+                    });
+                }
+                let name = r.cstr()?;
+                if tag == b'D' {
+                    FrontendMessage::Describe { kind, name }
+                } else {
+                    FrontendMessage::Close { kind, name }
+                }
+            }
+            b'S' => FrontendMessage::Sync,
+            b'H' => FrontendMessage::Flush,
+            b'F' => FrontendMessage::FunctionCall,
+            b'd' => FrontendMessage::CopyData,
+            b'c' => FrontendMessage::CopyDone,
+            b'f' => FrontendMessage::CopyFail,
+            b'X' => FrontendMessage::Terminate,
+            b'p' => FrontendMessage::Password,
+            other => FrontendMessage::Other(other),
+        })
+    }
+}
+
+/// The parts of a SASLInitialResponse the proxy checks: the mechanism and the GS2
+/// channel-binding flag (`n`, `y` or `p`) that starts the client-first-message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslInitialResponse<'a> {
+    pub mechanism: &'a [u8],
+    pub gs2_flag: Option<u8>,
+}
+
+impl<'a> SaslInitialResponse<'a> {
+    /// Decodes a `p` frame sent in answer to AuthenticationSASL.
+    ///
+    /// # Errors
+    /// A body without a mechanism name or length.
+    pub fn decode(frame: &'a [u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(body(frame), "SASLInitialResponse");
+        let mechanism = r.cstr()?;
+        let len = r.i32()?;
+        let gs2_flag = if len > 0 {
+            r.rest().first().copied()
+        } else {
+            None
+        };
+        Ok(SaslInitialResponse {
+            mechanism,
+            gs2_flag,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode;
+
+    #[test]
+    fn decodes_query() {
+        let f = encode::query("SELECT 1; SELECT 2");
+        assert_eq!(
+            FrontendMessage::decode(&f).unwrap(),
+            FrontendMessage::Query {
+                sql: b"SELECT 1; SELECT 2"
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_extended_messages() {
+        let mut f = encode::parse("s1", "SELECT $1");
+        assert_eq!(
+            FrontendMessage::decode(&f).unwrap(),
+            FrontendMessage::Parse {
+                name: b"s1",
+                sql: b"SELECT $1"
+            }
+        );
+        f = encode::bind("p1", "s1");
+        assert_eq!(
+            FrontendMessage::decode(&f).unwrap(),
+            FrontendMessage::Bind {
+                portal: b"p1",
+                statement: b"s1"
+            }
+        );
+        f = encode::execute("p1", 10);
+        assert_eq!(
+            FrontendMessage::decode(&f).unwrap(),
+            FrontendMessage::Execute {
+                portal: b"p1",
+                max_rows: 10
+            }
+        );
+        assert_eq!(
+            FrontendMessage::decode(&encode::sync()).unwrap(),
+            FrontendMessage::Sync
+        );
+    }
+
+    #[test]
+    fn truncated_bodies_are_errors_not_panics() {
+        for frame in [
+            &b"Q\0\0\0\x06ab"[..],
+            b"P\0\0\0\x05\0",
+            b"E\0\0\0\x06p\0",
+            b"C\0\0\0\x04",
+            b"D\0\0\0\x06X\0",
+        ] {
+            assert!(FrontendMessage::decode(frame).is_err(), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn reads_gs2_flag() {
+        let mut f = vec![b'p', 0, 0, 0, 0];
+        f.extend_from_slice(b"SCRAM-SHA-256\0");
+        f.extend_from_slice(&8i32.to_be_bytes());
+        f.extend_from_slice(b"y,,n=,r=");
+        let n = (f.len() - 1) as u32;
+        f[1..5].copy_from_slice(&n.to_be_bytes());
+        let sasl = SaslInitialResponse::decode(&f).unwrap();
+        assert_eq!(sasl.mechanism, b"SCRAM-SHA-256");
+        assert_eq!(sasl.gs2_flag, Some(b'y'));
+    }
+}

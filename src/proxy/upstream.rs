@@ -1,0 +1,330 @@
+//! Where the PostgreSQL server is and how to reach it: `host:port` or a `postgres://` URL with
+//! `sslmode`/`sslrootcert`, TCP connect with a deadline, and SSLRequest negotiation.
+
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::stream::ServerStream;
+use super::tls::{self, SslMode, TlsError};
+use crate::config::Config;
+
+/// Why the server could not be reached. The message is shown to the client in a FATAL error.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("invalid upstream {value:?}: {reason}")]
+    Invalid { value: String, reason: String },
+    #[error("could not connect to upstream {target}: {source}")]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("could not connect to upstream {target}: timed out after {timeout:?}")]
+    Timeout { target: String, timeout: Duration },
+    #[error("upstream {target} accepted the connection but did not answer within {timeout:?}")]
+    NoAnswer { target: String, timeout: Duration },
+    #[error("upstream {target} does not support SSL, but sslmode={mode} requires it")]
+    SslRefused { target: String, mode: &'static str },
+    #[error("TLS handshake with upstream {target} failed: {source}")]
+    Handshake {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The resolved upstream settings, built once at start-up.
+#[derive(Clone)]
+pub struct Upstream {
+    host: String,
+    port: u16,
+    mode: SslMode,
+    connector: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} (sslmode {:?})", self.host, self.port, self.mode)
+    }
+}
+
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+impl Upstream {
+    /// Reads `upstream`, `upstream_sslmode` and `upstream_sslrootcert` from the config; settings
+    /// in a URL win over the separate keys.
+    ///
+    /// # Errors
+    /// A malformed address or URL, an unknown sslmode, an unreadable CA file.
+    pub fn from_config(config: &Config) -> Result<Upstream, UpstreamError> {
+        let target = parse_target(&config.upstream)?;
+        let mode_text = target
+            .sslmode
+            .clone()
+            .or_else(|| config.upstream_sslmode.clone())
+            .unwrap_or_else(|| "disable".into());
+        let mode: SslMode = mode_text.parse()?;
+        let root = target
+            .sslrootcert
+            .clone()
+            .map(std::path::PathBuf::from)
+            .or_else(|| config.upstream_sslrootcert.clone());
+        let connector = tls::connector(mode, root.as_deref())?;
+        Ok(Upstream {
+            host: target.host,
+            port: target.port,
+            mode,
+            connector,
+        })
+    }
+
+    /// `host:port`, for messages.
+    pub fn target(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    async fn tcp(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                target: self.target(),
+                timeout,
+            })?
+            .map_err(|source| UpstreamError::Connect {
+                target: self.target(),
+                source,
+            })?;
+        // Latency matters more than packet count for request/response traffic.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Opens a server connection, negotiating TLS as the sslmode says.
+    ///
+    /// # Errors
+    /// Connect failure or timeout, a refused SSLRequest under `require`/`verify-*`, or a failed
+    /// handshake.
+    pub async fn connect(&self, timeout: Duration) -> Result<ServerStream, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stream = self.tcp(timeout).await?;
+        let Some(connector) = &self.connector else {
+            return Ok(ServerStream::Plain(stream));
+        };
+        let negotiate = async {
+            stream.write_all(&SSL_REQUEST).await?;
+            stream.read_u8().await
+        };
+        let answer = tokio::time::timeout_at(deadline, negotiate)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                target: self.target(),
+                timeout,
+            })?
+            .map_err(|source| UpstreamError::Connect {
+                target: self.target(),
+                source,
+            })?;
+        if answer != b'S' {
+            if self.mode == SslMode::Prefer && answer == b'N' {
+                return Ok(ServerStream::Plain(stream));
+            }
+            return Err(UpstreamError::SslRefused {
+                target: self.target(),
+                mode: match self.mode {
+                    SslMode::Require => "require",
+                    SslMode::VerifyCa => "verify-ca",
+                    SslMode::VerifyFull => "verify-full",
+                    _ => "prefer",
+                },
+            });
+        }
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| UpstreamError::Invalid {
+            value: self.host.clone(),
+            reason: e.to_string(),
+        })?;
+        let tls = tokio::time::timeout_at(deadline, connector.connect(name, stream))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                target: self.target(),
+                timeout,
+            })?
+            .map_err(|source| UpstreamError::Handshake {
+                target: self.target(),
+                source,
+            })?;
+        Ok(ServerStream::Tls(Box::new(tls)))
+    }
+
+    /// Forwards a CancelRequest packet on a fresh connection, as libpq does, and waits for the
+    /// server to close it (that is how the server acknowledges).
+    ///
+    /// # Errors
+    /// Connect failures.
+    pub async fn cancel(&self, packet: &[u8], timeout: Duration) -> Result<(), UpstreamError> {
+        let mut stream = self.tcp(timeout).await?;
+        let io = async {
+            stream.write_all(packet).await?;
+            let mut sink = [0u8; 64];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        match tokio::time::timeout(timeout, io).await {
+            Ok(result) => result.map_err(|source| UpstreamError::Connect {
+                target: self.target(),
+                source,
+            }),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+}
+
+fn invalid(value: &str, reason: impl Into<String>) -> UpstreamError {
+    UpstreamError::Invalid {
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses `host`, `host:port`, `[v6]:port` or `postgres[ql]://[user[:pw]@]host[:port][/db][?k=v&...]`.
+fn parse_target(value: &str) -> Result<Target, UpstreamError> {
+    let (authority, query) = match value
+        .strip_prefix("postgres://")
+        .or_else(|| value.strip_prefix("postgresql://"))
+    {
+        Some(rest) => {
+            let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let authority = before_query.split('/').next().unwrap_or_default();
+            let authority = authority.rsplit('@').next().unwrap_or_default();
+            (authority, Some(query))
+        }
+        None => (value, None),
+    };
+    let (host, port) = split_host_port(authority).ok_or_else(|| invalid(value, "bad host:port"))?;
+    if host.is_empty() {
+        return Err(invalid(value, "no host"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| invalid(value, format!("bad port {p:?}")))?,
+        None => 5432,
+    };
+    let mut target = Target {
+        host: percent_decode(host),
+        port,
+        sslmode: None,
+        sslrootcert: None,
+    };
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sslmode" => target.sslmode = Some(percent_decode(v)),
+            "sslrootcert" => target.sslrootcert = Some(percent_decode(v)),
+            // Other libpq parameters concern the client's own session, which pgshape relays.
+            _ => {}
+        }
+    }
+    Ok(target)
+}
+
+fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        return Some((host, port));
+    }
+    match authority.split_once(':') {
+        Some((h, p)) if !p.contains(':') => Some((h, Some(p))),
+        Some(_) => Some((authority, None)),
+        None => Some((authority, None)),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(host: &str, port: u16, mode: Option<&str>) -> Target {
+        Target {
+            host: host.into(),
+            port,
+            sslmode: mode.map(Into::into),
+            sslrootcert: None,
+        }
+    }
+
+    #[test]
+    fn parses_plain_addresses() {
+        assert_eq!(parse_target("db:5433").unwrap(), t("db", 5433, None));
+        assert_eq!(parse_target("db").unwrap(), t("db", 5432, None));
+        assert_eq!(parse_target("[::1]:6000").unwrap(), t("::1", 6000, None));
+        assert!(parse_target("db:notaport").is_err());
+        assert!(parse_target(":5432").is_err());
+    }
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            parse_target("postgres://u:p@db.example:6543/app?sslmode=require").unwrap(),
+            t("db.example", 6543, Some("require"))
+        );
+        let target =
+            parse_target("postgresql://db/app?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem")
+                .unwrap();
+        assert_eq!(target.sslrootcert.as_deref(), Some("/tmp/ca.pem"));
+        assert_eq!(target.port, 5432);
+    }
+
+    #[test]
+    fn url_sslmode_wins_and_bad_modes_are_named() {
+        let config = Config {
+            upstream: "postgres://db/?sslmode=bogus".into(),
+            ..Config::default()
+        };
+        let err = Upstream::from_config(&config).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

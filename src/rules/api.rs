@@ -1,0 +1,152 @@
+//! Hit statistics and the JSON of `GET /api/rules`, plus an axum router the admin server can
+//! nest (`GET /api/rules`, `POST /api/rules/reload`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use dashmap::DashMap;
+use serde_json::{Value, json};
+
+use super::{Action, RuleEngine};
+use crate::sql::Fingerprint;
+
+/// Most fingerprints whose per-rule hits are remembered; later ones only count in totals.
+const MAX_FINGERPRINTS: usize = 10_000;
+/// Fingerprints listed per rule in the JSON.
+const TOP_FINGERPRINTS: usize = 10;
+
+/// Hit counts per rule and per (fingerprint, rule).
+#[derive(Debug, Default)]
+pub struct HitStats {
+    totals: DashMap<Arc<str>, AtomicU64>,
+    by_fingerprint: DashMap<Fingerprint, Vec<(Arc<str>, u64, Action)>>,
+}
+
+impl HitStats {
+    pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) {
+        if let Some(total) = self.totals.get(rule) {
+            total.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.totals
+                .entry(rule.clone())
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if self.by_fingerprint.len() >= MAX_FINGERPRINTS
+            && !self.by_fingerprint.contains_key(&fingerprint)
+        {
+            return;
+        }
+        let mut entry = self.by_fingerprint.entry(fingerprint).or_default();
+        match entry.iter_mut().find(|(r, ..)| r == rule) {
+            Some(slot) => {
+                slot.1 += 1;
+                slot.2 = action;
+            }
+            None => entry.push((rule.clone(), 1, action)),
+        }
+    }
+
+    /// Rule ids that hit `fingerprint`.
+    pub fn rules_for(&self, fingerprint: Fingerprint) -> Vec<String> {
+        self.by_fingerprint
+            .get(&fingerprint)
+            .map(|e| e.iter().map(|(r, ..)| r.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Total hits of one rule.
+    pub fn total(&self, rule: &str) -> u64 {
+        self.totals
+            .get(rule)
+            .map_or(0, |t| t.load(Ordering::Relaxed))
+    }
+
+    fn top(&self, rule: &str) -> Vec<(Fingerprint, u64)> {
+        let mut top: Vec<(Fingerprint, u64)> = self
+            .by_fingerprint
+            .iter()
+            .filter_map(|e| {
+                e.value()
+                    .iter()
+                    .find(|(r, ..)| &**r == rule)
+                    .map(|(_, n, _)| (*e.key(), *n))
+            })
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.truncate(TOP_FINGERPRINTS);
+        top
+    }
+}
+
+/// The body of `GET /api/rules`: mode, source, and every rule with its definition and hits.
+pub fn rules_json(engine: &RuleEngine) -> Value {
+    let set = engine.rules();
+    let rules: Vec<Value> = set
+        .rules
+        .iter()
+        .map(|rule| {
+            let effective = match (set.mode, rule.action) {
+                (super::Mode::Shadow, Action::Warn | Action::Block) => Action::Observe,
+                (_, a) => a,
+            };
+            let top: Vec<Value> = engine
+                .stats
+                .top(&rule.id)
+                .into_iter()
+                .map(|(fp, hits)| json!({ "fingerprint": fp.to_string(), "hits": hits }))
+                .collect();
+            json!({
+                "id": &*rule.id,
+                "description": rule.description,
+                "rationale": rule.rationale,
+                "severity": rule.severity,
+                "action": rule.action,
+                "effective_action": effective,
+                "scope": rule.scope,
+                "match": rule.matcher,
+                "message": rule.message,
+                "hint": rule.hint,
+                "file": rule.file,
+                "hits": engine.stats.total(&rule.id),
+                "top_fingerprints": top,
+            })
+        })
+        .collect();
+    json!({
+        "mode": set.mode,
+        "source": set.source,
+        "parse_failures": engine.parse_failures(),
+        "rules": rules,
+    })
+}
+
+/// `GET /api/rules` and `POST /api/rules/reload` (422 with the load error, old rules kept).
+pub fn router(engine: Arc<RuleEngine>) -> Router {
+    Router::new()
+        .route("/api/rules", get(list))
+        .route("/api/rules/reload", post(reload))
+        .with_state(engine)
+}
+
+async fn list(State(engine): State<Arc<RuleEngine>>) -> Json<Value> {
+    Json(rules_json(&engine))
+}
+
+async fn reload(State(engine): State<Arc<RuleEngine>>) -> (StatusCode, Json<Value>) {
+    match engine.reload() {
+        Ok(set) => (
+            StatusCode::OK,
+            Json(json!({ "reloaded": true, "rules": set.rules.len(), "source": set.source })),
+        ),
+        Err(error) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "reloaded": false, "error": error.to_string() })),
+        ),
+    }
+}

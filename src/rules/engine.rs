@@ -1,0 +1,383 @@
+//! [`RuleEngine::evaluate`]: the one call the proxy makes per statement, before forwarding it.
+//!
+//! Cost for a repeated statement shape: one read of the current rule set (an `Arc` clone under
+//! a read lock), one facts-cache lookup, and for each active rule a handful of field
+//! comparisons. Per-execution work (value scan, sqlcommenter tags, fan-out judgement, repeat
+//! history) is done only when a loaded rule needs it. Hot reload swaps the whole [`RuleSet`];
+//! statements already being evaluated finish with the set they started with.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::matcher::Subject;
+use super::metrics::RuleMetrics;
+use super::oracle::{HeuristicOracle, OracleKind, UniquenessOracle};
+use super::spec::{Rule, RuleLoadError, RuleSet};
+use super::state::ConnectionRuleState;
+use super::{Action, Mode, RulesConfig, Severity};
+use crate::sql::Fingerprint;
+use crate::sql::analysis::FactsCache;
+
+/// The SQLSTATEs the proxy answers with (one definition, in the proxy's intercept module).
+pub use crate::proxy::intercept::{BLOCKED_SQLSTATE, WARNING_SQLSTATE};
+
+/// The statement being judged, as the proxy knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementInput<'a> {
+    /// One statement's text (one statement of a multi-statement Query, or a Parse's query).
+    pub sql: &'a [u8],
+    pub fingerprint: Fingerprint,
+    pub database: &'a str,
+    pub user: &'a str,
+    pub application_name: &'a str,
+}
+
+/// One rule that matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    #[serde(serialize_with = "ser_rule_id")]
+    pub rule: Arc<Rule>,
+    /// The rule's action after the global mode (shadow turns warn/block into observe).
+    pub action: Action,
+    /// Which oracle judged the fan-out, when the rule is about one.
+    pub decided_by: Option<OracleKind>,
+}
+
+fn ser_rule_id<S: serde::Serializer>(rule: &Arc<Rule>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rule.id)
+}
+
+impl Hit {
+    pub fn id(&self) -> &str {
+        &self.rule.id
+    }
+
+    pub fn severity(&self) -> Severity {
+        self.rule.severity
+    }
+
+    /// The message with the deciding oracle appended (`… [fan-out judged by catalog]`).
+    pub fn message(&self) -> String {
+        match self.decided_by {
+            Some(kind) => format!(
+                "{} [fan-out judged by {}]",
+                self.rule.message,
+                kind.as_str()
+            ),
+            None => self.rule.message.clone(),
+        }
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        self.rule.hint.as_deref()
+    }
+}
+
+/// What the client is told for one `warn` hit (NoticeResponse, severity WARNING, 01000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    pub rule: String,
+    /// The rule's message (with the deciding oracle when it judged a fan-out); the proxy
+    /// prefixes `pgshape rule <id>: ` for the NoticeResponse `M` field.
+    pub message: String,
+    /// NoticeResponse `H` field.
+    pub hint: Option<String>,
+}
+
+/// What the proxy must do with the statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictAction {
+    /// Forward it (also when only `observe` rules hit).
+    Allow,
+    /// Forward it and send these notices before its results.
+    Warn { notices: Vec<Notice> },
+    /// Do not forward it; answer with ErrorResponse (severity ERROR, [`BLOCKED_SQLSTATE`]).
+    Block {
+        rule: String,
+        /// The rule's message; the proxy wraps it with the rule id for the ErrorResponse.
+        message: String,
+        /// ErrorResponse `H` field.
+        hint: Option<String>,
+    },
+}
+
+/// The engine's answer for one statement.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub hits: Vec<Hit>,
+    pub action: VerdictAction,
+}
+
+impl Verdict {
+    fn allow() -> Verdict {
+        Verdict {
+            hits: Vec::new(),
+            action: VerdictAction::Allow,
+        }
+    }
+}
+
+/// The rules, the facts cache, the uniqueness oracle and the counters, shared by all sessions.
+#[derive(Debug)]
+pub struct RuleEngine {
+    rules: RwLock<Arc<RuleSet>>,
+    config: RwLock<RulesConfig>,
+    facts: FactsCache,
+    oracle: Arc<dyn UniquenessOracle>,
+    metrics: Option<RuleMetrics>,
+    pub(crate) stats: super::api::HitStats,
+}
+
+impl RuleEngine {
+    /// Loads the rules `config` names (its `dir`, else the embedded ones) with the heuristic
+    /// oracle and no metrics; see [`RuleEngine::with_oracle`] and [`RuleEngine::with_metrics`].
+    ///
+    /// # Errors
+    /// When the rules do not load.
+    pub fn new(config: RulesConfig) -> Result<RuleEngine, RuleLoadError> {
+        let rules = load(&config)?;
+        Ok(RuleEngine {
+            facts: FactsCache::new(config.facts_cache_size),
+            rules: RwLock::new(Arc::new(rules)),
+            config: RwLock::new(config),
+            oracle: Arc::new(HeuristicOracle),
+            metrics: None,
+            stats: super::api::HitStats::default(),
+        })
+    }
+
+    /// An engine over an already-built rule set (tests, `pgshape check`).
+    pub fn from_rule_set(rules: RuleSet) -> RuleEngine {
+        RuleEngine {
+            facts: FactsCache::new(RulesConfig::default().facts_cache_size),
+            rules: RwLock::new(Arc::new(rules)),
+            config: RwLock::new(RulesConfig::default()),
+            oracle: Arc::new(HeuristicOracle),
+            metrics: None,
+            stats: super::api::HitStats::default(),
+        }
+    }
+
+    /// Uses `oracle` (e.g. a [`super::CatalogOracle`]) to judge fan-out and table sizes.
+    pub fn with_oracle(mut self, oracle: Arc<dyn UniquenessOracle>) -> RuleEngine {
+        self.oracle = oracle;
+        self
+    }
+
+    /// Counts hits into `metrics` (see [`RuleMetrics::register`]).
+    pub fn with_metrics(mut self, metrics: RuleMetrics) -> RuleEngine {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The current rule set.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        match self.rules.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Shapes whose text did not parse (they are never matched by structural rules).
+    pub fn parse_failures(&self) -> u64 {
+        self.facts.parse_failures()
+    }
+
+    /// Re-reads the rules from where the configuration says; on error the old rules stay.
+    ///
+    /// # Errors
+    /// The load error (file, line, field), also logged.
+    pub fn reload(&self) -> Result<Arc<RuleSet>, RuleLoadError> {
+        let config = match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        self.reload_with(config)
+    }
+
+    /// Adopts a new configuration (rules directory, mode) and reloads; on error nothing
+    /// changes.
+    ///
+    /// # Errors
+    /// The load error (file, line, field), also logged.
+    pub fn reload_with(&self, config: RulesConfig) -> Result<Arc<RuleSet>, RuleLoadError> {
+        match load(&config) {
+            Ok(rules) => {
+                let rules = Arc::new(rules);
+                tracing::info!(
+                    source = %rules.source,
+                    rules = rules.rules.len(),
+                    mode = ?rules.mode,
+                    "rules reloaded"
+                );
+                match self.rules.write() {
+                    Ok(mut guard) => *guard = rules.clone(),
+                    Err(poisoned) => *poisoned.into_inner() = rules.clone(),
+                }
+                match self.config.write() {
+                    Ok(mut guard) => *guard = config,
+                    Err(poisoned) => *poisoned.into_inner() = config,
+                }
+                if let Some(m) = &self.metrics {
+                    m.reloads.with_label_values(&["ok"]).inc();
+                }
+                Ok(rules)
+            }
+            Err(error) => {
+                tracing::error!(%error, "rule reload failed; keeping the previous rules");
+                if let Some(m) = &self.metrics {
+                    m.reloads.with_label_values(&["error"]).inc();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Judges one statement. Call it before forwarding the statement; report every
+    /// ReadyForQuery status to `conn` ([`ConnectionRuleState::on_ready_for_query`]).
+    ///
+    /// Never fails: a statement that does not parse matches no structural rule (it still
+    /// counts for `fingerprint`/`comment`/`repeats_gt`-only rules).
+    pub fn evaluate(
+        &self,
+        stmt: &StatementInput<'_>,
+        conn: &mut ConnectionRuleState,
+        now: Instant,
+    ) -> Verdict {
+        let set = self.rules();
+        if set.rules.is_empty() {
+            return Verdict::allow();
+        }
+        let needs = set.needs;
+        let facts = if needs.facts {
+            let before = self.facts.parse_failures();
+            let facts = self.facts.get_or_analyze(stmt.fingerprint, stmt.sql);
+            if let Some(m) = &self.metrics
+                && self.facts.parse_failures() > before
+            {
+                m.parse_failures.inc();
+            }
+            facts
+        } else {
+            None
+        };
+        let repeats = if needs.repeats {
+            Some(conn.record(
+                stmt.fingerprint,
+                now,
+                needs.repeat_history,
+                needs.repeat_window,
+            ))
+        } else {
+            None
+        };
+        let subject = Subject::new(
+            stmt.sql,
+            stmt.fingerprint,
+            stmt.database,
+            facts.as_deref(),
+            self.oracle.as_ref(),
+            repeats,
+            now,
+        );
+        let mut hits = Vec::new();
+        for rule in &set.rules {
+            if rule.action == Action::Off
+                || !rule
+                    .scope
+                    .applies(stmt.database, stmt.user, stmt.application_name)
+            {
+                continue;
+            }
+            if let Some(decided_by) = rule.compiled.evaluate(&subject) {
+                let action = effective(rule.action, set.mode);
+                hits.push(Hit {
+                    rule: rule.clone(),
+                    action,
+                    decided_by,
+                });
+            }
+        }
+        if hits.is_empty() {
+            return Verdict::allow();
+        }
+        self.count(stmt, &hits);
+        let action = decide(&hits);
+        Verdict { hits, action }
+    }
+
+    fn count(&self, stmt: &StatementInput<'_>, hits: &[Hit]) {
+        let fingerprint = stmt.fingerprint.to_string();
+        for hit in hits {
+            tracing::info!(
+                target: "pgshape::rules",
+                rule = %hit.rule.id,
+                fingerprint = %fingerprint,
+                action = hit.action.as_str(),
+                severity = hit.rule.severity.as_str(),
+                decided_by = hit.decided_by.map(OracleKind::as_str),
+                database = stmt.database,
+                user = stmt.user,
+                "rule hit"
+            );
+            if let Some(m) = &self.metrics {
+                m.hits
+                    .with_label_values(&[&*hit.rule.id, &fingerprint, hit.action.as_str()])
+                    .inc();
+            }
+            self.stats
+                .record(&hit.rule.id, stmt.fingerprint, hit.action);
+        }
+    }
+
+    /// Ids of the rules that have hit a fingerprint (the `rules` field of a query row).
+    pub fn rules_for_fingerprint(&self, fingerprint: Fingerprint) -> Vec<String> {
+        self.stats.rules_for(fingerprint)
+    }
+}
+
+fn load(config: &RulesConfig) -> Result<RuleSet, RuleLoadError> {
+    match &config.dir {
+        Some(dir) => RuleSet::load_dir(dir, config.mode),
+        None => RuleSet::embedded(config.mode),
+    }
+}
+
+/// Shadow mode observes what enforce mode would warn about or block.
+fn effective(action: Action, mode: Mode) -> Action {
+    match (mode, action) {
+        (Mode::Shadow, Action::Warn | Action::Block) => Action::Observe,
+        (_, action) => action,
+    }
+}
+
+/// Block beats warn beats allow; among blocks the most severe rule (then the first by id) speaks.
+fn decide(hits: &[Hit]) -> VerdictAction {
+    let blocking = hits
+        .iter()
+        .filter(|h| h.action == Action::Block)
+        .max_by_key(|h| (h.rule.severity, std::cmp::Reverse(h.rule.id.clone())));
+    if let Some(hit) = blocking {
+        return VerdictAction::Block {
+            rule: hit.rule.id.to_string(),
+            message: hit.message(),
+            hint: hit.hint().map(str::to_owned),
+        };
+    }
+    let notices: Vec<Notice> = hits
+        .iter()
+        .filter(|h| h.action == Action::Warn)
+        .map(|h| Notice {
+            rule: h.rule.id.to_string(),
+            message: h.message(),
+            hint: h.hint().map(str::to_owned),
+        })
+        .collect();
+    if notices.is_empty() {
+        VerdictAction::Allow
+    } else {
+        VerdictAction::Warn { notices }
+    }
+}

@@ -1,0 +1,296 @@
+//! Rule files: one rule per `*.toml`, loaded into an immutable [`RuleSet`].
+//!
+//! ```toml
+//! id = "distinct-over-fanout-join"
+//! description = "SELECT DISTINCT over a join that repeats rows"
+//! rationale = "why the shape is slow"          # optional
+//! severity = "warning"                         # info | warning | error
+//! action = "warn"                              # off | observe | warn | block (default observe)
+//! message = "DISTINCT de-duplicates rows that a one-to-many join multiplied"
+//! hint = "use EXISTS / a semi-join instead"    # optional
+//!
+//! [scope]                                      # optional; every key is a glob list
+//! databases = ["shop*"]
+//! users = ["app"]
+//! application_name = "django*"                 # a single glob
+//!
+//! [match]                                      # see `super::matcher` for the vocabulary
+//! distinct_over_fanout_join = true
+//! ```
+//!
+//! Unknown keys are errors, and every error names file, line and field, because a rule file
+//! that silently does nothing is worse than one that fails to load.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::glob::glob_match;
+use super::matcher::{CompiledMatch, MatchSpec, Needs};
+use super::{Action, Mode, Severity};
+
+/// Why a rule set could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuleLoadError {
+    #[error("{file}:{line}:{column}: {}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        field: Option<String>,
+        message: String,
+    },
+    #[error("cannot read rules from {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+/// `[scope]`: where a rule applies; an empty list means everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeSpec {
+    pub databases: Vec<String>,
+    pub users: Vec<String>,
+    pub application_name: Option<String>,
+}
+
+impl ScopeSpec {
+    /// Whether a session is in scope.
+    pub fn applies(&self, database: &str, user: &str, application_name: &str) -> bool {
+        (self.databases.is_empty() || self.databases.iter().any(|p| glob_match(p, database)))
+            && (self.users.is_empty() || self.users.iter().any(|p| glob_match(p, user)))
+            && self
+                .application_name
+                .as_ref()
+                .is_none_or(|p| glob_match(p, application_name))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    id: Spanned<String>,
+    description: String,
+    #[serde(default)]
+    rationale: Option<String>,
+    severity: Severity,
+    #[serde(default)]
+    action: Action,
+    #[serde(default)]
+    scope: ScopeSpec,
+    message: String,
+    #[serde(default)]
+    hint: Option<String>,
+    #[serde(rename = "match")]
+    matcher: Spanned<MatchSpec>,
+}
+
+/// A loaded rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: Arc<str>,
+    pub description: String,
+    pub rationale: Option<String>,
+    pub severity: Severity,
+    pub action: Action,
+    pub scope: ScopeSpec,
+    pub message: String,
+    pub hint: Option<String>,
+    pub matcher: MatchSpec,
+    /// The file it came from (`embedded:NAME` for the shipped rules).
+    pub file: String,
+    pub(crate) compiled: CompiledMatch,
+}
+
+/// An immutable set of rules plus the global mode; swapped whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Arc<Rule>>,
+    pub mode: Mode,
+    /// Where the rules came from: a directory or `embedded`.
+    pub source: String,
+    pub(crate) needs: Needs,
+}
+
+impl RuleSet {
+    /// Builds a set from `(file name, TOML text)` pairs.
+    ///
+    /// # Errors
+    /// On the first invalid file, naming file, line and field; or on a duplicate rule id.
+    pub fn from_sources(
+        source: &str,
+        files: &[(String, String)],
+        mode: Mode,
+    ) -> Result<RuleSet, RuleLoadError> {
+        let mut rules: Vec<Arc<Rule>> = Vec::with_capacity(files.len());
+        for (file, text) in files {
+            let rule = parse_rule(file, text)?;
+            if let Some(first) = rules.iter().find(|r| r.id == rule.id) {
+                let (line, column) = line_col(text, 0);
+                return Err(RuleLoadError::Invalid {
+                    file: file.clone(),
+                    line,
+                    column,
+                    field: Some("id".into()),
+                    message: format!("duplicate rule id `{}` (also in {})", rule.id, first.file),
+                });
+            }
+            rules.push(Arc::new(rule));
+        }
+        let needs = rules
+            .iter()
+            .filter(|r| r.action != Action::Off)
+            .fold(Needs::default(), |n, r| n.union(r.compiled.needs));
+        Ok(RuleSet {
+            rules,
+            mode,
+            source: source.to_owned(),
+            needs,
+        })
+    }
+
+    /// Loads every `*.toml` in `dir` (sorted by name, not recursive).
+    ///
+    /// # Errors
+    /// When the directory cannot be read or a file is invalid.
+    pub fn load_dir(dir: &Path, mode: Mode) -> Result<RuleSet, RuleLoadError> {
+        let io = |e: std::io::Error| RuleLoadError::Io {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|e| RuleLoadError::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            files.push((path.display().to_string(), text));
+        }
+        if files.is_empty() {
+            tracing::warn!(dir = %dir.display(), "no *.toml rule files; no rules are active");
+        }
+        RuleSet::from_sources(&dir.display().to_string(), &files, mode)
+    }
+
+    /// The rules shipped in the binary.
+    ///
+    /// # Errors
+    /// Only if a shipped rule is broken (a test guards against it).
+    pub fn embedded(mode: Mode) -> Result<RuleSet, RuleLoadError> {
+        let files: Vec<(String, String)> = super::embedded::SHIPPED
+            .iter()
+            .map(|(name, text)| (format!("embedded:{name}"), (*text).to_owned()))
+            .collect();
+        RuleSet::from_sources("embedded", &files, mode)
+    }
+
+    /// A rule by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Rule>> {
+        self.rules.iter().find(|r| &*r.id == id)
+    }
+}
+
+fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleLoadError> {
+    let parsed: RuleFile = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let (line, column) = line_col(text, offset);
+        let message = e.message().trim().to_owned();
+        RuleLoadError::Invalid {
+            file: file.to_owned(),
+            line,
+            column,
+            field: field_named(&message).or_else(|| key_at(text, offset)),
+            message,
+        }
+    })?;
+    let invalid = |offset: usize, field: &str, message: String| {
+        let (line, column) = line_col(text, offset);
+        RuleLoadError::Invalid {
+            file: file.to_owned(),
+            line,
+            column,
+            field: Some(field.to_owned()),
+            message,
+        }
+    };
+    let id = parsed.id.get_ref().trim();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            parsed.id.span().start,
+            "id",
+            format!("rule id `{id}` must be non-empty letters, digits, `-` or `_`"),
+        ));
+    }
+    let match_span = parsed.matcher.span();
+    let spec = parsed.matcher.into_inner();
+    if spec.is_empty() {
+        return Err(invalid(
+            match_span.start,
+            "match",
+            "the [match] table is empty; a rule must say what it matches".into(),
+        ));
+    }
+    if spec.repeat_window_ms.is_some() && spec.repeats_gt.is_none() {
+        return Err(invalid(
+            match_span.start,
+            "match.repeat_window_ms",
+            "repeat_window_ms needs repeats_gt".into(),
+        ));
+    }
+    Ok(Rule {
+        id: Arc::from(id),
+        description: parsed.description,
+        rationale: parsed.rationale,
+        severity: parsed.severity,
+        action: parsed.action,
+        scope: parsed.scope,
+        message: parsed.message,
+        hint: parsed.hint,
+        compiled: CompiledMatch::new(spec.clone()),
+        matcher: spec,
+        file: file.to_owned(),
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    (line, column)
+}
+
+/// The field a serde message names (`unknown field `x``, `missing field `x``).
+fn field_named(message: &str) -> Option<String> {
+    for prefix in ["unknown field `", "missing field `", "duplicate field `"] {
+        if let Some(rest) = message.split(prefix).nth(1) {
+            return rest.split('`').next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// The key on the line holding `offset` (`key = value`), or the table of a `[header]` line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?.trim();
+    if let Some(header) = line.strip_prefix('[') {
+        return header.split(']').next().map(|h| h.trim().to_owned());
+    }
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty()).then(|| key.to_owned())
+}

@@ -1,0 +1,109 @@
+//! Per-connection rule state: how often each fingerprint ran, for `n-plus-one`.
+//!
+//! The classic ORM lazy-loading loop runs one lookup per parent row: the same fingerprint many
+//! times in one transaction, or (in autocommit) many times within a short window on one
+//! connection. The session owns one [`ConnectionRuleState`], passes it to every
+//! [`super::RuleEngine::evaluate`] and reports each ReadyForQuery status to it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::sql::Fingerprint;
+
+/// Most fingerprints tracked per connection; beyond it, stale ones are dropped first.
+const MAX_TRACKED: usize = 512;
+
+/// One fingerprint's recent executions on this connection.
+#[derive(Debug, Clone, Default)]
+pub struct Repeats {
+    /// Executions in the current transaction block (0 outside one).
+    pub in_transaction: u32,
+    /// Times of the most recent executions, oldest first, at most the longest history a loaded
+    /// rule looks at.
+    pub recent: VecDeque<Instant>,
+}
+
+impl Repeats {
+    /// Whether the statement ran more than `n` times in this transaction, or more than `n`
+    /// times within `window` up to `now` (this execution included).
+    pub fn exceeds(&self, n: u32, window: Duration, now: Instant) -> bool {
+        if self.in_transaction > n {
+            return true;
+        }
+        let within = self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|t| now.saturating_duration_since(**t) <= window)
+            .count();
+        within > n as usize
+    }
+}
+
+/// Rule state of one client connection. Not shared: the session task owns it.
+#[derive(Debug, Default)]
+pub struct ConnectionRuleState {
+    in_transaction: bool,
+    seen: HashMap<Fingerprint, Repeats>,
+}
+
+impl ConnectionRuleState {
+    pub fn new() -> ConnectionRuleState {
+        ConnectionRuleState::default()
+    }
+
+    /// Reports a ReadyForQuery transaction status (`b'I'` idle, `b'T'` in a transaction block,
+    /// `b'E'` in a failed one). Leaving a transaction resets the per-transaction counts.
+    pub fn on_ready_for_query(&mut self, status: u8) {
+        let in_transaction = matches!(status, b'T' | b'E');
+        if self.in_transaction && !in_transaction {
+            self.seen.retain(|_, r| {
+                r.in_transaction = 0;
+                !r.recent.is_empty()
+            });
+        }
+        self.in_transaction = in_transaction;
+    }
+
+    /// Reports whether the next statement runs inside a transaction block (the proxy's own
+    /// tracking, equivalent to the last ReadyForQuery status).
+    pub fn observe_transaction(&mut self, in_transaction: bool) {
+        self.on_ready_for_query(if in_transaction { b'T' } else { b'I' });
+    }
+
+    /// Whether the last ReadyForQuery said a transaction block is open.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Records one execution and returns the fingerprint's history.
+    pub(crate) fn record(
+        &mut self,
+        fingerprint: Fingerprint,
+        now: Instant,
+        history: usize,
+        window: Duration,
+    ) -> &Repeats {
+        if self.seen.len() >= MAX_TRACKED && !self.seen.contains_key(&fingerprint) {
+            let in_tx = self.in_transaction;
+            self.seen.retain(|_, r| {
+                (in_tx && r.in_transaction > 0)
+                    || r.recent
+                        .back()
+                        .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+            });
+            if self.seen.len() >= MAX_TRACKED {
+                self.seen.clear();
+            }
+        }
+        let entry = self.seen.entry(fingerprint).or_default();
+        if self.in_transaction {
+            entry.in_transaction = entry.in_transaction.saturating_add(1);
+        }
+        entry.recent.push_back(now);
+        while entry.recent.len() > history.max(1) {
+            entry.recent.pop_front();
+        }
+        entry
+    }
+}

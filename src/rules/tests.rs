@@ -1,0 +1,425 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::sql::analysis::TableRef;
+use crate::sql::{Fingerprint, fingerprint};
+
+const INCIDENT: &str = r#"SELECT DISTINCT "shop_order"."id", "shop_order"."created_at" FROM "shop_order" INNER JOIN "shop_orderitem" ON ("shop_order"."id" = "shop_orderitem"."order_id") WHERE "shop_orderitem"."sku" IN ('A', 'B') ORDER BY "shop_order"."created_at" DESC LIMIT 25"#;
+
+fn shipped() -> RuleEngine {
+    RuleEngine::from_rule_set(RuleSet::embedded(Mode::Enforce).expect("shipped rules load"))
+}
+
+fn input(sql: &str) -> StatementInput<'_> {
+    StatementInput {
+        sql: sql.as_bytes(),
+        fingerprint: fingerprint(sql.as_bytes()),
+        database: "shop",
+        user: "app",
+        application_name: "django",
+    }
+}
+
+fn eval(engine: &RuleEngine, sql: &str) -> Verdict {
+    engine.evaluate(&input(sql), &mut ConnectionRuleState::new(), Instant::now())
+}
+
+fn ids(v: &Verdict) -> Vec<&str> {
+    v.hits.iter().map(|h| h.id()).collect()
+}
+
+fn one_rule(toml: &str, mode: Mode) -> RuleEngine {
+    let set = RuleSet::from_sources("test", &[("t.toml".into(), toml.into())], mode)
+        .unwrap_or_else(|e| panic!("{e}"));
+    RuleEngine::from_rule_set(set)
+}
+
+#[test]
+fn incident_shape_is_flagged_by_the_heuristic() {
+    let v = eval(&shipped(), INCIDENT);
+    assert_eq!(ids(&v), ["distinct-over-fanout-join"]);
+    assert_eq!(v.hits[0].decided_by, Some(OracleKind::Heuristic));
+    assert!(v.hits[0].message().contains("judged by heuristic"));
+    assert_eq!(v.action, VerdictAction::Allow, "shipped action is observe");
+}
+
+#[test]
+fn fanout_negatives_and_positives() {
+    let e = shipped();
+    let flagged = |sql: &str| ids(&eval(&e, sql)).contains(&"distinct-over-fanout-join");
+    assert!(!flagged("SELECT DISTINCT status FROM shop_order"));
+    assert!(!flagged(
+        "SELECT DISTINCT i.id, o.status FROM shop_orderitem i JOIN shop_order o ON i.order_id = o.id"
+    ));
+    assert!(flagged(
+        "SELECT DISTINCT p.id FROM posts p JOIN post_tags pt ON pt.post_id = p.id JOIN tags t ON t.id = pt.tag_id WHERE t.name = 'x'"
+    ));
+    assert!(flagged(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT o.id FROM orders o JOIN items i ON o.id = i.order_id) subquery"
+    ));
+    assert!(!flagged(
+        "SELECT o.id FROM orders o JOIN items i ON o.id = i.order_id"
+    ));
+}
+
+/// A fixed uniqueness table standing in for a catalog snapshot, to test the judgement logic
+/// (multi-column keys, constants in ON) without a server; the real catalog has its own test.
+#[derive(Debug)]
+struct Keys(HashMap<&'static str, Vec<Vec<&'static str>>>);
+
+impl UniquenessOracle for Keys {
+    fn uniqueness(&self, _db: &str, table: Option<&TableRef>, columns: &[&str]) -> Uniqueness {
+        let unique = table
+            .and_then(|t| self.0.get(t.name.as_str()))
+            .map(|keys| keys.iter().any(|k| k.iter().all(|c| columns.contains(c))));
+        Uniqueness {
+            unique,
+            decided_by: OracleKind::Catalog,
+        }
+    }
+}
+
+#[test]
+fn multi_column_keys_must_be_covered() {
+    let keys = Keys(HashMap::from([
+        ("products", vec![vec!["id"]]),
+        (
+            "product_prices",
+            vec![vec!["id"], vec!["product_id", "currency"]],
+        ),
+    ]));
+    let engine = shipped().with_oracle(Arc::new(keys));
+    let covered = "SELECT DISTINCT p.id FROM products p JOIN product_prices pp ON pp.product_id = p.id AND pp.currency = 'EUR'";
+    assert!(eval(&engine, covered).hits.is_empty());
+    let partial =
+        "SELECT DISTINCT p.id FROM products p JOIN product_prices pp ON pp.product_id = p.id";
+    let v = eval(&engine, partial);
+    assert_eq!(ids(&v), ["distinct-over-fanout-join"]);
+    assert_eq!(v.hits[0].decided_by, Some(OracleKind::Catalog));
+}
+
+#[test]
+fn block_in_enforce_and_observe_in_shadow() {
+    let sql = "DELETE FROM sessions";
+    let v = eval(&shipped(), sql);
+    assert_eq!(ids(&v), ["update-or-delete-without-where"]);
+    let VerdictAction::Block {
+        rule,
+        message,
+        hint,
+    } = &v.action
+    else {
+        panic!("not blocked: {:?}", v.action);
+    };
+    assert_eq!(rule, "update-or-delete-without-where");
+    assert!(message.contains("every row"));
+    assert!(hint.as_deref().is_some_and(|h| h.contains("WHERE")));
+
+    let shadow = RuleEngine::from_rule_set(RuleSet::embedded(Mode::Shadow).expect("rules"));
+    let v = eval(&shadow, sql);
+    assert_eq!(ids(&v), ["update-or-delete-without-where"]);
+    assert_eq!(v.hits[0].action, Action::Observe);
+    assert_eq!(v.action, VerdictAction::Allow);
+}
+
+const WARN_DISTINCT: &str = r#"
+id = "warn-distinct"
+description = "d"
+severity = "warning"
+action = "warn"
+message = "m"
+hint = "h"
+[match]
+distinct_over_fanout_join = true
+"#;
+
+#[test]
+fn warn_produces_notices_and_shadow_silences_them() {
+    let v = eval(&one_rule(WARN_DISTINCT, Mode::Enforce), INCIDENT);
+    assert_eq!(
+        v.action,
+        VerdictAction::Warn {
+            notices: vec![Notice {
+                rule: "warn-distinct".into(),
+                message: "m [fan-out judged by heuristic]".into(),
+                hint: Some("h".into()),
+            }]
+        }
+    );
+    let v = eval(&one_rule(WARN_DISTINCT, Mode::Shadow), INCIDENT);
+    assert_eq!(v.action, VerdictAction::Allow);
+    assert_eq!(v.hits.len(), 1);
+}
+
+#[test]
+fn scope_limits_where_a_rule_applies() {
+    let rule = WARN_DISTINCT.replace("[match]", "[scope]\napplication_name = \"rails*\"\n[match]");
+    assert!(
+        eval(&one_rule(&rule, Mode::Enforce), INCIDENT)
+            .hits
+            .is_empty()
+    );
+    let rule = WARN_DISTINCT.replace(
+        "[match]",
+        "[scope]\napplication_name = \"djan*\"\ndatabases = [\"shop\"]\n[match]",
+    );
+    assert_eq!(
+        eval(&one_rule(&rule, Mode::Enforce), INCIDENT).hits.len(),
+        1
+    );
+}
+
+#[test]
+fn fingerprint_and_comment_matches() {
+    let fp = fingerprint(INCIDENT.as_bytes());
+    let rule = format!(
+        "id = \"hotfix\"\ndescription = \"d\"\nseverity = \"error\"\naction = \"block\"\nmessage = \"m\"\n[match]\nfingerprint = \"{fp}\"\n"
+    );
+    let engine = one_rule(&rule, Mode::Enforce);
+    assert!(matches!(
+        eval(&engine, INCIDENT).action,
+        VerdictAction::Block { .. }
+    ));
+    assert!(eval(&engine, "SELECT 1").hits.is_empty());
+
+    let rule = "id = \"route\"\ndescription = \"d\"\nseverity = \"info\"\nmessage = \"m\"\n[match]\nstatement = \"select\"\ncomment = { route = \"api/orders*\" }\n";
+    let engine = one_rule(rule, Mode::Enforce);
+    assert_eq!(
+        eval(&engine, "SELECT 1 /*route='api/orders/'*/").hits.len(),
+        1
+    );
+    assert!(
+        eval(&engine, "SELECT 1 /*route='api/users/'*/")
+            .hits
+            .is_empty()
+    );
+    assert!(eval(&engine, "SELECT 1").hits.is_empty());
+}
+
+const LOOKUP: &str =
+    r#"SELECT "shop_order"."id" FROM "shop_order" WHERE "shop_order"."id" = 123 LIMIT 21"#;
+
+#[test]
+fn n_plus_one_in_a_transaction() {
+    let engine = shipped();
+    let mut conn = ConnectionRuleState::new();
+    let start = Instant::now();
+    conn.on_ready_for_query(b'T');
+    let mut flagged = Vec::new();
+    for i in 0..50u64 {
+        // One lookup every 100 ms: far outside the burst window, inside one transaction.
+        let now = start + Duration::from_millis(100 * i);
+        let sql = LOOKUP.replace("123", &(100 + i).to_string());
+        let v = engine.evaluate(&input(&sql), &mut conn, now);
+        flagged.push(ids(&v).contains(&"n-plus-one"));
+    }
+    assert!(flagged[..10].iter().all(|f| !f), "first 10 are fine");
+    assert!(flagged[10..].iter().all(|f| *f), "11th onwards is n+1");
+    // COMMIT: the next transaction starts counting again.
+    conn.on_ready_for_query(b'I');
+    conn.on_ready_for_query(b'T');
+    let later = start + Duration::from_secs(60);
+    assert!(
+        engine
+            .evaluate(&input(LOOKUP), &mut conn, later)
+            .hits
+            .is_empty()
+    );
+}
+
+#[test]
+fn n_plus_one_burst_outside_a_transaction_but_not_one_big_query() {
+    let engine = shipped();
+    let mut conn = ConnectionRuleState::new();
+    let start = Instant::now();
+    let mut hits = 0;
+    for i in 0..50u64 {
+        conn.on_ready_for_query(b'I');
+        let v = engine.evaluate(&input(LOOKUP), &mut conn, start + Duration::from_millis(i));
+        hits += usize::from(ids(&v).contains(&"n-plus-one"));
+    }
+    assert_eq!(hits, 40);
+    // The same 50 rows fetched by one query: one execution, nothing repeated.
+    let mut conn = ConnectionRuleState::new();
+    let ids_list: Vec<String> = (100..150).map(|i| i.to_string()).collect();
+    let one = format!(
+        r#"SELECT "shop_order"."id" FROM "shop_order" WHERE "shop_order"."id" IN ({})"#,
+        ids_list.join(", ")
+    );
+    assert!(
+        engine
+            .evaluate(&input(&one), &mut conn, start)
+            .hits
+            .is_empty()
+    );
+    // Slow repetition (2 s apart, autocommit) is not a burst.
+    let mut conn = ConnectionRuleState::new();
+    for i in 0..50u64 {
+        let v = engine.evaluate(
+            &input(LOOKUP),
+            &mut conn,
+            start + Duration::from_secs(2 * i),
+        );
+        assert!(v.hits.is_empty());
+    }
+}
+
+fn load_err(toml: &str) -> RuleLoadError {
+    RuleSet::from_sources(
+        "test",
+        &[("rules/bad.toml".into(), toml.into())],
+        Mode::Enforce,
+    )
+    .expect_err("must not load")
+}
+
+#[test]
+fn loader_errors_name_file_line_and_field() {
+    let err = load_err(&WARN_DISTINCT.replace("hint = \"h\"", "hint = \"h\"\nhnit = \"typo\""));
+    let RuleLoadError::Invalid {
+        file, line, field, ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (file.as_str(), *line, field.as_deref()),
+        ("rules/bad.toml", 8, Some("hnit"))
+    );
+    assert!(err.to_string().starts_with("rules/bad.toml:8:"), "{err}");
+
+    let err = load_err(&WARN_DISTINCT.replace("action = \"warn\"", "action = \"rewrite\""));
+    let text = err.to_string();
+    assert!(
+        text.contains("rules/bad.toml:5:") && text.contains("later"),
+        "{text}"
+    );
+    assert!(text.contains("field `action`"), "{text}");
+
+    let err = load_err(&WARN_DISTINCT.replace("distinct_over_fanout_join", "distinct_over_fanout"));
+    assert!(
+        err.to_string().contains("field `distinct_over_fanout`"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(":9:"), "{err}");
+
+    let err = load_err(
+        &WARN_DISTINCT.replace("distinct_over_fanout_join = true", "offset_gt = \"lots\""),
+    );
+    assert!(err.to_string().contains("field `offset_gt`"), "{err}");
+
+    let err = load_err(
+        &WARN_DISTINCT.replace("distinct_over_fanout_join = true", "fingerprint = \"xyz\""),
+    );
+    assert!(err.to_string().contains("16 hex digits"), "{err}");
+
+    let err = load_err(&WARN_DISTINCT.replace("distinct_over_fanout_join = true", ""));
+    assert!(err.to_string().contains("[match] table is empty"), "{err}");
+
+    let err = load_err(&WARN_DISTINCT.replace("severity = \"warning\"\n", ""));
+    assert!(err.to_string().contains("severity"), "{err}");
+
+    let dup = RuleSet::from_sources(
+        "test",
+        &[
+            ("a.toml".into(), WARN_DISTINCT.into()),
+            ("b.toml".into(), WARN_DISTINCT.into()),
+        ],
+        Mode::Enforce,
+    )
+    .expect_err("duplicate ids");
+    assert!(
+        dup.to_string()
+            .contains("duplicate rule id `warn-distinct`"),
+        "{dup}"
+    );
+}
+
+#[test]
+fn reload_swaps_rules_and_keeps_them_on_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warn.toml");
+    std::fs::write(&path, WARN_DISTINCT).expect("write");
+    let config = RulesConfig {
+        dir: Some(dir.path().to_owned()),
+        ..RulesConfig::default()
+    };
+    let engine = RuleEngine::new(config).expect("load");
+    assert!(matches!(
+        eval(&engine, INCIDENT).action,
+        VerdictAction::Warn { .. }
+    ));
+
+    std::fs::write(&path, WARN_DISTINCT.replace("\"warn\"", "\"block\"")).expect("write");
+    engine.reload().expect("reload");
+    assert!(matches!(
+        eval(&engine, INCIDENT).action,
+        VerdictAction::Block { .. }
+    ));
+
+    std::fs::write(&path, WARN_DISTINCT.replace("severity", "sevrity")).expect("write");
+    let err = engine.reload().expect_err("broken file");
+    assert!(err.to_string().contains("warn.toml:4:"), "{err}");
+    assert!(matches!(
+        eval(&engine, INCIDENT).action,
+        VerdictAction::Block { .. }
+    ));
+}
+
+#[test]
+fn metrics_and_api_report_hits() {
+    let registry = prometheus::Registry::new();
+    let engine = shipped().with_metrics(RuleMetrics::register(&registry).expect("register"));
+    eval(&engine, INCIDENT);
+    eval(&engine, INCIDENT);
+    eval(&engine, "SELEC broken");
+    let mut text = String::new();
+    prometheus::TextEncoder::new()
+        .encode_utf8(&registry.gather(), &mut text)
+        .expect("encode");
+    let fp: Fingerprint = fingerprint(INCIDENT.as_bytes());
+    let series = format!(
+        "pgshape_rule_hits_total{{action=\"observe\",fingerprint=\"{fp}\",rule=\"distinct-over-fanout-join\"}} 2"
+    );
+    assert!(text.contains(&series), "{text}");
+    assert!(
+        text.contains("pgshape_rule_parse_failures_total 1"),
+        "{text}"
+    );
+
+    let json = api::rules_json(&engine);
+    let rule = json["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == "distinct-over-fanout-join"))
+        .expect("rule listed");
+    assert_eq!(rule["hits"], 2);
+    assert_eq!(rule["top_fingerprints"][0]["fingerprint"], fp.to_string());
+    assert_eq!(json["mode"], "enforce");
+    assert_eq!(
+        engine.rules_for_fingerprint(fp),
+        ["distinct-over-fanout-join"]
+    );
+}
+
+#[test]
+fn shipped_rules_have_docs_and_hints() {
+    let set = RuleSet::embedded(Mode::Enforce).expect("rules");
+    assert_eq!(set.rules.len(), 11);
+    for rule in &set.rules {
+        assert!(
+            rule.rationale.is_some() && rule.hint.is_some(),
+            "{}",
+            rule.id
+        );
+        let expected = if &*rule.id == "update-or-delete-without-where" {
+            Action::Block
+        } else {
+            Action::Observe
+        };
+        assert_eq!(rule.action, expected, "{}", rule.id);
+    }
+    let first = set.get("distinct-over-fanout-join").expect("rule");
+    assert!(first.hint.as_deref().is_some_and(|h| h.contains("EXISTS")));
+}

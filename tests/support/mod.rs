@@ -1,0 +1,27 @@
+//! The integration-test harness, included by each test binary with `mod support;`.
+//!
+//! - [`cluster`]: a throw-away PostgreSQL (`initdb`/`pg_ctl` in a temp dir, free port, one role
+//!   per authentication method), shared per test binary, with a fresh database per test, and
+//!   always stopped (see the cleanup notes there).
+//! - [`client`]: connection parameters for those roles and runners for `psql` and `pgbench`.
+//! - [`proxy`]: pgshape started in-process in front of a cluster, recording every statement
+//!   event ([`EventLog`]) so tests assert exactly what the proxy reported.
+//! - [`raw`]: a byte-level client for malformed-input tests (frames, startup packets, replies).
+//! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
+//! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
+//!
+//! Real servers only: when PostgreSQL is missing the harness panics with the install command
+//! rather than skipping, because a skipped proxy test proves nothing.
+// Each test binary uses a different subset of the harness.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod cluster;
+pub mod pgbin;
+pub mod proxy;
+pub mod raw;
+pub mod tls;
+
+pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_query};
+pub use cluster::PgCluster;
+pub use proxy::{EventLog, ProxyUnderTest, RecordedEvent};
