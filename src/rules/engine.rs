@@ -7,10 +7,11 @@
 //! statements already being evaluated finish with the set they started with.
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::catalog::{CatalogError, CatalogOracle};
 use super::matcher::Subject;
 use super::metrics::RuleMetrics;
 use super::oracle::{HeuristicOracle, OracleKind, UniquenessOracle};
@@ -119,6 +120,15 @@ impl Verdict {
     }
 }
 
+/// Why an engine could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Rules(#[from] RuleLoadError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
 /// The rules, the facts cache, the uniqueness oracle and the counters, shared by all sessions.
 #[derive(Debug)]
 pub struct RuleEngine {
@@ -126,26 +136,46 @@ pub struct RuleEngine {
     config: RwLock<RulesConfig>,
     facts: FactsCache,
     oracle: Arc<dyn UniquenessOracle>,
+    catalog: Option<Arc<CatalogOracle>>,
     metrics: Option<RuleMetrics>,
     pub(crate) stats: super::api::HitStats,
 }
 
 impl RuleEngine {
-    /// Loads the rules `config` names (its `dir`, else the embedded ones) with the heuristic
-    /// oracle and no metrics; see [`RuleEngine::with_oracle`] and [`RuleEngine::with_metrics`].
+    /// Loads the rules `config` names (its `dir`, else the embedded ones). With a
+    /// `schema_dsn` the catalog oracle judges fan-out (start its loader with
+    /// [`CatalogOracle::spawn_refresher`] on a tokio runtime, see [`RuleEngine::catalog`]),
+    /// else the heuristic. No metrics until [`RuleEngine::with_metrics`].
     ///
     /// # Errors
-    /// When the rules do not load.
-    pub fn new(config: RulesConfig) -> Result<RuleEngine, RuleLoadError> {
+    /// When the rules do not load or the schema DSN does not parse.
+    pub fn new(config: RulesConfig) -> Result<RuleEngine, EngineError> {
         let rules = load(&config)?;
+        let catalog = match &config.schema_dsn {
+            Some(dsn) => Some(Arc::new(CatalogOracle::new(
+                dsn,
+                Duration::from_secs(config.schema_refresh_secs.max(1)),
+            )?)),
+            None => None,
+        };
+        let oracle: Arc<dyn UniquenessOracle> = match &catalog {
+            Some(catalog) => catalog.clone(),
+            None => Arc::new(HeuristicOracle),
+        };
         Ok(RuleEngine {
             facts: FactsCache::new(config.facts_cache_size),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(config),
-            oracle: Arc::new(HeuristicOracle),
+            oracle,
+            catalog,
             metrics: None,
             stats: super::api::HitStats::default(),
         })
+    }
+
+    /// The catalog oracle, when the configuration has a schema DSN.
+    pub fn catalog(&self) -> Option<&Arc<CatalogOracle>> {
+        self.catalog.as_ref()
     }
 
     /// An engine over an already-built rule set (tests, `pgshape check`).
@@ -155,14 +185,23 @@ impl RuleEngine {
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(RulesConfig::default()),
             oracle: Arc::new(HeuristicOracle),
+            catalog: None,
             metrics: None,
             stats: super::api::HitStats::default(),
         }
     }
 
-    /// Uses `oracle` (e.g. a [`super::CatalogOracle`]) to judge fan-out and table sizes.
+    /// Uses `oracle` to judge fan-out and table sizes.
     pub fn with_oracle(mut self, oracle: Arc<dyn UniquenessOracle>) -> RuleEngine {
         self.oracle = oracle;
+        self.catalog = None;
+        self
+    }
+
+    /// Uses a catalog oracle (and exposes it through [`RuleEngine::catalog`]).
+    pub fn with_catalog(mut self, catalog: Arc<CatalogOracle>) -> RuleEngine {
+        self.oracle = catalog.clone();
+        self.catalog = Some(catalog);
         self
     }
 
