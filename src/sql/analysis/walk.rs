@@ -108,8 +108,12 @@ struct PendingJoin<'a> {
     both_tables: bool,
 }
 
+/// Deepest expression nesting walked (AND/OR chains excepted, see [`Walker::expr`]).
+const MAX_EXPR_DEPTH: usize = 128;
+
 #[derive(Default)]
 struct Walker {
+    depth: usize,
     scopes: Scopes,
     blocks: Vec<SelectScope>,
     current: Option<usize>,
@@ -625,7 +629,43 @@ impl Walker {
         }
     }
 
+    /// Walks an expression. AND/OR chains (left-deep in the AST, thousands of terms long when
+    /// an ORM builds `a = 1 OR a = 2 OR …`) are walked with an explicit stack; any other
+    /// nesting deeper than [`MAX_EXPR_DEPTH`] is left unanalysed rather than risking the stack.
     fn expr(&mut self, e: &Expr, in_where: bool) {
+        if self.depth >= MAX_EXPR_DEPTH {
+            return;
+        }
+        self.depth += 1;
+        let mut stack = vec![e];
+        while let Some(e) = stack.pop() {
+            match e {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::And | BinaryOperator::Or,
+                    right,
+                } => {
+                    stack.push(right);
+                    stack.push(left);
+                }
+                Expr::Nested(inner)
+                    if matches!(
+                        inner.as_ref(),
+                        Expr::BinaryOp {
+                            op: BinaryOperator::And | BinaryOperator::Or,
+                            ..
+                        }
+                    ) =>
+                {
+                    stack.push(inner)
+                }
+                other => self.expr_node(other, in_where),
+            }
+        }
+        self.depth -= 1;
+    }
+
+    fn expr_node(&mut self, e: &Expr, in_where: bool) {
         match e {
             Expr::Function(f) => self.function(f, in_where),
             Expr::In {
