@@ -28,7 +28,8 @@ pub struct HitStats {
 }
 
 impl HitStats {
-    pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) {
+    /// Counts a hit; returns whether it is the first of this rule on this fingerprint.
+    pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) -> bool {
         if let Some(total) = self.totals.get(rule) {
             total.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -40,15 +41,19 @@ impl HitStats {
         if self.by_fingerprint.len() >= MAX_FINGERPRINTS
             && !self.by_fingerprint.contains_key(&fingerprint)
         {
-            return;
+            return false;
         }
         let mut entry = self.by_fingerprint.entry(fingerprint).or_default();
         match entry.iter_mut().find(|(r, ..)| r == rule) {
             Some(slot) => {
                 slot.1 += 1;
                 slot.2 = action;
+                false
             }
-            None => entry.push((rule.clone(), 1, action)),
+            None => {
+                entry.push((rule.clone(), 1, action));
+                true
+            }
         }
     }
 

@@ -350,24 +350,36 @@ impl RuleEngine {
     fn count(&self, stmt: &StatementInput<'_>, hits: &[Hit]) {
         let fingerprint = stmt.fingerprint.to_string();
         for hit in hits {
-            tracing::info!(
-                target: "pgshape::rules",
-                rule = %hit.rule.id,
-                fingerprint = %fingerprint,
-                action = hit.action.as_str(),
-                severity = hit.rule.severity.as_str(),
-                decided_by = hit.decided_by.map(OracleKind::as_str),
-                database = stmt.database,
-                user = stmt.user,
-                "rule hit"
-            );
+            let first = self
+                .stats
+                .record(&hit.rule.id, stmt.fingerprint, hit.action);
+            // The first hit of a rule on a shape is news; repeats (an n+1 loop) are counted,
+            // and logged only at debug level.
+            macro_rules! log_hit {
+                ($level:ident) => {
+                    tracing::$level!(
+                        target: "pgshape::rules",
+                        rule = %hit.rule.id,
+                        fingerprint = %fingerprint,
+                        action = hit.action.as_str(),
+                        severity = hit.rule.severity.as_str(),
+                        decided_by = hit.decided_by.map(OracleKind::as_str),
+                        database = stmt.database,
+                        user = stmt.user,
+                        "rule hit"
+                    )
+                };
+            }
+            if first {
+                log_hit!(info);
+            } else {
+                log_hit!(debug);
+            }
             if let Some(m) = &self.metrics {
                 m.hits
                     .with_label_values(&[&*hit.rule.id, &fingerprint, hit.action.as_str()])
                     .inc();
             }
-            self.stats
-                .record(&hit.rule.id, stmt.fingerprint, hit.action);
         }
     }
 
