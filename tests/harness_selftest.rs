@@ -136,6 +136,28 @@ fn pg_stat_statements_is_preloaded_and_loadable() {
 }
 
 #[test]
+fn shared_ssl_cluster_requires_no_setup_from_tests() {
+    let cluster = PgCluster::shared_ssl();
+    let tls = cluster.tls().expect("certificates");
+    let conn = cluster
+        .fresh_database()
+        .user(AuthUser::Md5)
+        .sslmode("verify-full")
+        .sslrootcert(&tls.ca_path());
+    assert_eq!(
+        psql_query(
+            &conn,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ),
+        "t"
+    );
+    assert!(
+        std::ptr::eq(cluster, PgCluster::shared_ssl()),
+        "started once"
+    );
+}
+
+#[test]
 fn ssl_cluster_serves_verified_tls() {
     let cluster = PgCluster::builder().ssl(true).start();
     let tls = cluster.tls().expect("ssl cluster has certificates").clone();
@@ -235,4 +257,74 @@ fn proxy_under_test_relays_and_records_events() {
     assert_eq!(events[0].command, "SELECT");
     assert_eq!(events[0].database, db.dbname);
     assert_eq!(events[0].user, "md5_user");
+}
+
+#[test]
+fn background_psql_can_be_interrupted_like_ctrl_c() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let running = support::client::spawn_psql(&db, &["-c", "SELECT pg_sleep(30)"]);
+    // Wait until the statement is really running on the server before pressing Ctrl-C.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.backends_in(&db.dbname) == 0 {
+        assert!(Instant::now() < deadline, "psql never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pressed = Instant::now();
+    running.interrupt();
+    let out = running.wait(Duration::from_secs(10));
+    assert!(pressed.elapsed() < Duration::from_secs(2));
+    assert!(!out.success());
+    assert!(
+        out.stderr
+            .contains("canceling statement due to user request"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn raw_client_logs_in_and_reads_replies() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let mut conn = support::raw::RawConn::login(cluster.addr(), "pgshape", &db.dbname);
+    conn.send(&support::raw::query("SELECT 1/0"));
+    let msgs = conn.read_until(Duration::from_secs(5), |m| m.tag == b'Z');
+    let error = msgs
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("an ErrorResponse");
+    assert_eq!(error.field(b'C').as_deref(), Some("22012"));
+    // A length below 4 is a protocol violation the server answers with FATAL 08P01 and a close.
+    conn.send(&[b'Q', 0, 0, 0, 1]);
+    let (msgs, closed) = conn.read_to_close(Duration::from_secs(5));
+    assert!(closed, "server closed after the malformed frame: {msgs:?}");
+}
+
+#[tokio::test]
+async fn tokio_postgres_connects_with_scram() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database().user(AuthUser::Scram);
+    let client = support::client::tokio_connect(&db).await;
+    let row = client
+        .query_one("SELECT $1::int + 1", &[&41])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, i32>(0), 42);
+}
+
+#[test]
+fn throwaway_certificates_are_valid_pem_and_cleaned_up() {
+    let cert = support::tls::ServerCert::throwaway();
+    let chain = std::fs::read_to_string(cert.cert_path()).expect("read chain");
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf + CA");
+    let key = std::fs::read_to_string(cert.key_path()).expect("read key");
+    assert!(key.contains("BEGIN PRIVATE KEY"));
+    let dir = cert.ca_path().parent().expect("dir").to_owned();
+    let clone = cert.clone();
+    drop(cert);
+    assert!(dir.exists(), "a clone keeps the directory");
+    drop(clone);
+    assert!(!dir.exists());
 }

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::Config;
 use crate::event::{Observers, StatementGate};
+use crate::sql::FingerprintCache;
 pub use metrics::ProxyMetrics;
 use session::Shared;
 
@@ -43,6 +44,9 @@ pub enum ProxyError {
     #[error("tls_cert and tls_key must be given together")]
     TlsHalfConfigured,
 }
+
+/// Statement texts whose fingerprint is remembered (at most ~2 KiB each, so ≤ 20 MiB).
+const FINGERPRINT_CACHE_ENTRIES: usize = 10_000;
 
 type Handoff = (
     std::net::TcpStream,
@@ -128,7 +132,8 @@ impl ProxyBuilder {
             observers,
             gate,
             metrics: metrics.clone(),
-            fingerprinting,
+            fingerprints: fingerprinting
+                .then(|| Arc::new(FingerprintCache::new(FINGERPRINT_CACHE_ENTRIES))),
             config,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -16,13 +16,14 @@ use super::metrics::ProxyMetrics;
 use super::pump::{self, Action, FrameHandler, PumpEnd, PumpError, Side};
 use super::stream::{ClientStream, ServerStream};
 use super::tracker::{ClientAction, ServerAction, Tracker};
-use super::upstream::Upstream;
+use super::upstream::{Upstream, UpstreamError};
 use crate::config::Config;
 use crate::event::{Observers, SessionInfo, StatementGate};
 use crate::protocol::backend::{BackendMessage, strip_channel_binding};
 use crate::protocol::frontend::{FrontendMessage, SaslInitialResponse};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::{ProtocolError, encode};
+use crate::sql::FingerprintCache;
 use crate::with_halves;
 
 /// A client that has not finished its StartupMessage by then is dropped, so a silent
@@ -37,7 +38,7 @@ pub(crate) struct Shared {
     pub observers: Observers,
     pub gate: Option<Arc<dyn StatementGate>>,
     pub metrics: ProxyMetrics,
-    pub fingerprinting: bool,
+    pub fingerprints: Option<Arc<FingerprintCache>>,
 }
 
 /// Where the session stands in the protocol. Only the transitions the proxy acts on are kept.
@@ -93,9 +94,15 @@ async fn run(
     permit: Option<OwnedSemaphorePermit>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PumpError> {
-    let opening = match tokio::time::timeout(STARTUP_TIMEOUT, open(socket, shared)).await {
-        Ok(result) => result?,
-        Err(_) => return Ok(()),
+    // Shutdown does not wait for a client that has not even sent its StartupMessage.
+    let mut stop = shutdown.clone();
+    let opening = tokio::select! {
+        opened = tokio::time::timeout(STARTUP_TIMEOUT, open(socket, shared)) => match opened {
+            Ok(result) => result?,
+            Err(_) => return Ok(()),
+        },
+        // A dropped sender (no shutdown will come) disables this branch.
+        Ok(_) = stop.wait_for(|stopping| *stopping) => return Ok(()),
     };
     let Opening::Session {
         mut client,
@@ -489,11 +496,35 @@ async fn relay(
         .write_all_flush(&startup_packet)
         .await
         .map_err(server_err)?;
+    // A server that accepted the connection but never speaks (hung, or another service on that
+    // port) must not hold the client until the client's own timeout: its first answer is due
+    // within the connect timeout, like the connect itself.
+    let timeout = shared.config.connect_timeout();
+    let mut first_answer = BytesMut::new();
+    match tokio::time::timeout(timeout, server.read_buf(&mut first_answer)).await {
+        Ok(read) => {
+            read.map_err(server_err)?;
+        }
+        Err(_) => {
+            let error = UpstreamError::NoAnswer {
+                target: shared.upstream.target(),
+                timeout,
+            };
+            shared.metrics.upstream_connect_errors.inc();
+            tracing::warn!(%error, "upstream did not answer the startup message");
+            let message = format!("pgshape: {error}");
+            let fatal = encode::error_response("FATAL", "08006", &message, None);
+            let _ = client.write_all_flush(&fatal).await;
+            server.shutdown().await;
+            client.shutdown().await;
+            return Ok(());
+        }
+    }
     let state = RefCell::new(SessionState {
         tracker: Tracker::with_gate(
             info,
             shared.observers.clone(),
-            shared.fingerprinting,
+            shared.fingerprints.clone(),
             shared.gate.as_ref().map(|g| g.open_session()),
         ),
         phase: Phase::Authenticating,
@@ -517,7 +548,7 @@ async fn relay(
             let mut server_write = server_write;
             tokio::select! {
                 r = pump::run(Side::Client, &mut client_read, &mut server_write, leftover, max_frame, &mut client_frames) => Ended::Client(r),
-                r = pump::run(Side::Server, &mut server_read, &mut client_write, BytesMut::new(), max_frame, &mut server_frames) => Ended::Server(r),
+                r = pump::run(Side::Server, &mut server_read, &mut client_write, first_answer, max_frame, &mut server_frames) => Ended::Server(r),
                 () = drained(&state, &mut shutdown) => Ended::Shutdown,
             }
         })

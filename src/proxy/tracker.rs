@@ -21,7 +21,7 @@ use crate::event::{
 use crate::protocol::backend::{BackendMessage, split_command_tag};
 use crate::protocol::frontend::FrontendMessage;
 use crate::proxy::intercept;
-use crate::sql;
+use crate::sql::{self, FingerprintCache};
 
 /// Prepared statements and named portals kept per session before new names are no longer
 /// remembered (their executions are then reported with a placeholder text): bounds memory
@@ -82,7 +82,7 @@ pub enum ServerAction {
 pub struct Tracker {
     session: SessionInfo,
     observers: Observers,
-    fingerprinting: bool,
+    fingerprints: Option<Arc<FingerprintCache>>,
     prepared: HashMap<Bytes, Arc<StatementText>>,
     unnamed_statement: Option<Arc<StatementText>>,
     portals: HashMap<Bytes, Arc<StatementText>>,
@@ -98,22 +98,26 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// `fingerprinting` off skips fingerprint computation (statistics disabled).
-    pub fn new(session: SessionInfo, observers: Observers, fingerprinting: bool) -> Self {
-        Self::with_gate(session, observers, fingerprinting, None)
+    /// Without `fingerprints` no fingerprint is computed (statistics and rules disabled).
+    pub fn new(
+        session: SessionInfo,
+        observers: Observers,
+        fingerprints: Option<Arc<FingerprintCache>>,
+    ) -> Self {
+        Self::with_gate(session, observers, fingerprints, None)
     }
 
     /// As [`Tracker::new`], consulting `gate` before each statement execution.
     pub fn with_gate(
         session: SessionInfo,
         observers: Observers,
-        fingerprinting: bool,
+        fingerprints: Option<Arc<FingerprintCache>>,
         gate: Option<Box<dyn SessionGate>>,
     ) -> Self {
         Tracker {
             session,
             observers,
-            fingerprinting,
+            fingerprints,
             prepared: HashMap::new(),
             unnamed_statement: None,
             portals: HashMap::new(),
@@ -146,7 +150,10 @@ impl Tracker {
     }
 
     fn text(&self, sql: Bytes) -> Arc<StatementText> {
-        let fingerprint = self.fingerprinting.then(|| sql::fingerprint(&sql));
+        let fingerprint = self
+            .fingerprints
+            .as_ref()
+            .map(|cache| cache.fingerprint(&sql));
         Arc::new(StatementText { sql, fingerprint })
     }
 
@@ -410,10 +417,16 @@ impl Tracker {
 
     /// Pops the head of the FIFO and returns it with the time its work started: when it was
     /// forwarded, or when the server finished the entry before it, whichever is later.
+    ///
+    /// Only statement completions (and ReadyForQuery) move that bound: the server does not
+    /// flush ParseComplete or BindComplete on their own, so their arrival says nothing about
+    /// when the statement behind them started.
     fn pop_front(&mut self, now: Instant) -> Option<(Entry, Instant)> {
         let entry = self.pending.pop_front()?;
         let start = entry.forwarded_at.max(self.last_completion);
-        self.last_completion = now;
+        if matches!(entry.expect, Expect::Completion { .. }) {
+            self.last_completion = now;
+        }
         Some((entry, start))
     }
 

@@ -24,6 +24,8 @@ pub enum UpstreamError {
     },
     #[error("could not connect to upstream {target}: timed out after {timeout:?}")]
     Timeout { target: String, timeout: Duration },
+    #[error("upstream {target} accepted the connection but did not answer within {timeout:?}")]
+    NoAnswer { target: String, timeout: Duration },
     #[error("upstream {target} does not support SSL, but sslmode={mode} requires it")]
     SslRefused { target: String, mode: &'static str },
     #[error("TLS handshake with upstream {target} failed: {source}")]

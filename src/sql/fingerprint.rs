@@ -155,3 +155,10 @@ impl Sink for HashSink {
         self.write(TAG_SYMBOL, text, false);
     }
 }
+
+/// A fast fixed hash of raw bytes (no normalization), for keying caches by statement text.
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = HashSink::new();
+    h.write(TAG_SYMBOL, bytes, false);
+    h.finish()
+}

@@ -8,9 +8,13 @@
 //!
 //! - [`lexer`]: the single-pass, allocation-free tokenizer every other part uses.
 //! - [`fingerprint()`]: the stable shape id; [`normalize`] the matching readable text.
+//! - [`FingerprintCache`]: raw text → fingerprint for statements sent again verbatim.
 //! - [`split_statements`]: where a multi-statement `Query` splits, as the server splits it.
+//! - [`commenter`]: the sqlcommenter tags (route, controller, traceparent) of a statement.
 
 pub mod analysis;
+mod cache;
+pub mod commenter;
 mod fingerprint;
 pub mod lexer;
 mod normalize;
@@ -20,6 +24,7 @@ mod walker;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{FingerprintCache, MAX_CACHED_STATEMENT_BYTES};
 pub use fingerprint::{Fingerprint, fingerprint};
 pub use normalize::normalize;
 pub use split::{StatementSplitter, split_statements};

@@ -219,8 +219,9 @@ impl ConnParams {
             .env("PGUSER", &self.user)
             .env("PGSSLMODE", &self.sslmode)
             .env("PGCONNECT_TIMEOUT", "10")
-            // No ~/.pgpass fallback: a wrong password must reach the server.
-            .env("PGPASSFILE", "/dev/null");
+            // No ~/.pgpass fallback: a wrong password must reach the server. (A path that does not
+            // exist: libpq warns about /dev/null not being a plain file.)
+            .env("PGPASSFILE", "/nonexistent/pgshape-tests/pgpass");
         match &self.password {
             Some(p) => cmd.env("PGPASSWORD", p),
             None => cmd.env_remove("PGPASSWORD"),
@@ -275,58 +276,117 @@ impl CmdOutput {
 /// How long a client program may run before the harness kills it and fails the test.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A client program running in the background with its output captured (e.g. psql running
+/// `pg_sleep` while the test presses Ctrl-C).
+pub struct Running {
+    child: std::process::Child,
+    description: String,
+    writer: Option<std::thread::JoinHandle<()>>,
+    out_reader: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err_reader: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Running {
+    /// Starts `cmd` with `stdin` fed in and stdout/stderr collected.
+    pub fn spawn(mut cmd: Command, stdin: Option<&[u8]>) -> Running {
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let description = format!("{cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+        let input = stdin.map(<[u8]>::to_vec);
+        let mut pipe_in = child.stdin.take();
+        let writer = std::thread::spawn(move || {
+            if let (Some(pipe), Some(input)) = (pipe_in.as_mut(), input) {
+                // The program may exit before reading everything (e.g. on an error).
+                let _ = pipe.write_all(&input);
+            }
+        });
+        let mut out = child.stdout.take().expect("piped stdout");
+        let mut err = child.stderr.take().expect("piped stderr");
+        let out_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            buf
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            buf
+        });
+        Running {
+            child,
+            description,
+            writer: Some(writer),
+            out_reader: Some(out_reader),
+            err_reader: Some(err_reader),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal would (psql then sends a CancelRequest).
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
+    }
+
+    /// Waits for the program to exit, killing it and panicking after `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> CmdOutput {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for child") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{} did not finish within {timeout:?}", self.description);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let collect = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            let bytes = reader
+                .map(|r| r.join().unwrap_or_default())
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        CmdOutput {
+            status,
+            stdout: collect(self.out_reader.take()),
+            stderr: collect(self.err_reader.take()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that panicked before wait() must not leave the program behind.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs `cmd` to completion with `stdin` fed in, killing it after `timeout` (a hung proxy must
 /// fail the test, not hang the suite).
-pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> CmdOutput {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let description = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
-    let input = stdin.map(<[u8]>::to_vec);
-    let mut pipe_in = child.stdin.take();
-    let writer = std::thread::spawn(move || {
-        if let (Some(pipe), Some(input)) = (pipe_in.as_mut(), input) {
-            // The program may exit before reading everything (e.g. on an error): not ours to judge.
-            let _ = pipe.write_all(&input);
-        }
-    });
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{description} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = writer.join();
-    CmdOutput {
-        status,
-        stdout: String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned(),
-    }
+pub fn run_with_timeout(cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> CmdOutput {
+    Running::spawn(cmd, stdin).wait(timeout)
 }
 
 /// `psql -X` (no ~/.psqlrc) with `args`, connected by `conn`, fed `stdin`.
@@ -344,6 +404,29 @@ pub fn psql_query(conn: &ConnParams, sql: &str) -> String {
     let out = psql(conn, &["-Atq", "-v", "ON_ERROR_STOP=1", "-c", sql], None);
     out.assert_success();
     out.stdout.trim_end().to_owned()
+}
+
+/// `psql -X` with `args`, started in the background (see [`Running`]).
+pub fn spawn_psql(conn: &ConnParams, args: &[&str]) -> Running {
+    let mut cmd = Command::new(PgBin::get().tool("psql"));
+    conn.apply_env(&mut cmd);
+    cmd.arg("-X").args(args);
+    Running::spawn(cmd, None)
+}
+
+/// Connects with tokio-postgres (no TLS) and drives the connection on a spawned task; call
+/// from inside a tokio runtime.
+pub async fn tokio_connect(conn: &ConnParams) -> tokio_postgres::Client {
+    let (client, connection) = conn
+        .tokio_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("tokio-postgres connect to {}:{}: {e}", conn.host, conn.port));
+    tokio::spawn(async move {
+        // The connection ends with an error when the test drops the client mid-flight.
+        let _ = connection.await;
+    });
+    client
 }
 
 /// `pgbench` with `args`, connected by `conn`.

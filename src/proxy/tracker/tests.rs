@@ -39,7 +39,11 @@ fn tracker() -> (Tracker, Arc<Collect>) {
     let observers: crate::event::Observers =
         Arc::new([collect.clone() as Arc<dyn StatementObserver>]);
     (
-        Tracker::new(SessionInfo::default(), observers, true),
+        Tracker::new(
+            SessionInfo::default(),
+            observers,
+            Some(Arc::new(crate::sql::FingerprintCache::new(100))),
+        ),
         collect,
     )
 }
@@ -367,7 +371,7 @@ fn gated() -> (Tracker, Arc<Collect>) {
     let t = Tracker::with_gate(
         SessionInfo::default(),
         observers,
-        true,
+        None,
         Some(Box::new(WordGate)),
     );
     (t, collect)
@@ -484,4 +488,42 @@ fn warnings_go_before_the_first_answer_only() {
         t.on_server_message(&cc(b"SELECT 1"), now),
         ServerAction::Forward
     );
+}
+
+#[test]
+fn parse_and_bind_replies_do_not_shorten_the_execution() {
+    let (mut t, c) = tracker();
+    let t0 = Instant::now();
+    t.on_client_message(
+        &FrontendMessage::Parse {
+            name: b"",
+            sql: b"SELECT pg_sleep(1)",
+        },
+        t0,
+    );
+    t.on_client_message(
+        &FrontendMessage::Bind {
+            portal: b"",
+            statement: b"",
+        },
+        t0,
+    );
+    t.on_client_message(
+        &FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        t0,
+    );
+    t.on_client_message(&FrontendMessage::Sync, t0);
+    // The server flushes ParseComplete/BindComplete with the result; even if they arrive
+    // early, the execution is timed from its forwarding.
+    let t1 = t0 + Duration::from_millis(990);
+    let t2 = t0 + Duration::from_millis(1000);
+    t.on_server_message(&BackendMessage::ParseComplete, t1);
+    t.on_server_message(&BackendMessage::BindComplete, t1);
+    t.on_server_message(&BackendMessage::DataRow, t2);
+    t.on_server_message(&cc(b"SELECT 1"), t2);
+    t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, t2);
+    assert_eq!(seen(&c)[0].duration, Duration::from_millis(1000));
 }

@@ -1,0 +1,515 @@
+//! A session's life around the statements: an upstream that is down or silent, the client
+//! limit, graceful shutdown, and query cancellation (driver cancel and psql's Ctrl-C), all
+//! through pgshape against a real PostgreSQL. After each test no backend may be left behind.
+
+#[path = "proxy_lifecycle/shutdown.rs"]
+mod shutdown;
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::pgbin::PgBin;
+use support::{AuthUser, CmdOutput, ConnParams, PgCluster, ProxyUnderTest, psql};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// `psql -Atq -c sql` with extra libpq settings appended to the connection string.
+fn run(conn: &ConnParams, extra: &str, sql: &str) -> CmdOutput {
+    let dsn = format!("{} {extra}", conn.dsn());
+    psql(
+        conn,
+        &["-Atq", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", sql],
+        None,
+    )
+}
+
+/// Waits for the server to drop every backend of `db`: whatever happened to the client, pgshape
+/// must not leave its upstream connection open.
+#[track_caller]
+fn assert_no_backends(cluster: &PgCluster, db: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = cluster.backends_in(db);
+        if n == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} backends still open in {db}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until a statement containing `marker` is running on the server, so the test acts
+/// while it is really in flight rather than after a guessed sleep.
+#[track_caller]
+fn wait_until_running(cluster: &PgCluster, db: &str, marker: &str) {
+    let admin = cluster.conn(db, AuthUser::Trust);
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND pid <> pg_backend_pid() AND query LIKE '%{marker}%'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while support::psql_query(&admin, &sql) != "1" {
+        assert!(Instant::now() < deadline, "{marker} never started running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn connect(
+    conn: &ConnParams,
+) -> (
+    Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = conn
+        .tokio_config()
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect through {}:{}: {e}", conn.host, conn.port));
+    (client, tokio::spawn(connection))
+}
+
+async fn connect_error(conn: &ConnParams) -> tokio_postgres::Error {
+    match conn.tokio_config().connect(NoTls).await {
+        Ok(_) => panic!("connecting to {}:{} succeeded", conn.host, conn.port),
+        Err(e) => e,
+    }
+}
+
+/// Runs blocking harness calls (psql, pg_stat_activity polls) off the async test's workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+}
+
+// ---------------------------------------------------------------- upstream down
+
+#[test]
+fn unreachable_upstream_is_reported_with_08006_naming_it() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let dead = closed_port();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = dead.to_string();
+        c.connect_timeout_ms = 2_000;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let started = Instant::now();
+    let out = run(&conn, "", "SELECT 1");
+    assert!(!out.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let expected = format!("could not connect to upstream {dead}");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(out.stderr.contains("FATAL"), "{}", out.stderr);
+
+    let error = tokio_runtime().block_on(connect_error(&conn));
+    assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+    let message = error.as_db_error().map(|e| e.message()).unwrap_or_default();
+    assert!(message.contains(&expected), "{message}");
+    assert_eq!(proxy.proxy().metrics().upstream_connect_errors.get(), 2);
+    assert!(proxy.events.is_empty());
+}
+
+/// An upstream that accepts TCP connections and never says a word (a hung server, a wrong
+/// port that belongs to some other service). Counts what it accepted and sees when they close.
+struct SilentServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Duration>>>,
+}
+
+impl SilentServer {
+    fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind silent server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // For each accepted connection: how long until the proxy closed it.
+            let mut open: Vec<(Instant, TcpStream)> = Vec::new();
+            let mut closed = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((stream, _)) = listener.accept() {
+                    stream.set_nonblocking(true).expect("nonblocking");
+                    open.push((Instant::now(), stream));
+                }
+                open.retain_mut(|(since, stream)| {
+                    let mut buf = [0u8; 1024];
+                    match std::io::Read::read(stream, &mut buf) {
+                        Ok(0) => {
+                            closed.push(since.elapsed());
+                            false
+                        }
+                        Ok(_) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                        Err(_) => {
+                            closed.push(since.elapsed());
+                            false
+                        }
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            closed
+        });
+        SilentServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops listening and returns, per accepted connection the proxy closed, after how long.
+    fn finish(mut self) -> Vec<Duration> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("silent server thread"))
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn silent_upstream_is_given_up_after_the_connect_timeout() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let silent = SilentServer::start();
+    let target = silent.addr;
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = target.to_string();
+        c.connect_timeout_ms = 1_000;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let started = Instant::now();
+    let out = run(&conn, "connect_timeout=20", "SELECT 1");
+    let elapsed = started.elapsed();
+    assert!(!out.success());
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "client waited {elapsed:?}: {}",
+        out.stderr
+    );
+    let expected = format!("upstream {target} accepted the connection but did not answer");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    let error = tokio_runtime().block_on(connect_error(&conn));
+    assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+    assert_eq!(proxy.proxy().metrics().upstream_connect_errors.get(), 2);
+    // The proxy closed its connections to the silent server rather than leaving them open.
+    std::thread::sleep(Duration::from_millis(200));
+    let closed = silent.finish();
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    assert!(
+        closed.iter().all(|d| *d < Duration::from_secs(2)),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_upstream_times_out_within_the_connect_timeout() {
+    // A listener whose accept queue is full drops further SYNs, so a connect to it hangs like
+    // one to a firewalled host: a loopback blackhole.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let target = listener.local_addr().expect("local addr");
+    let mut fillers = Vec::new();
+    while let Ok(Ok(stream)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        fillers.push(stream);
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = target.to_string();
+        c.connect_timeout_ms = 500;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let started = Instant::now();
+    let out = blocking(move || run(&conn, "", "SELECT 1")).await;
+    let elapsed = started.elapsed();
+    assert!(!out.success());
+    let expected = format!("could not connect to upstream {target}: timed out after 500ms");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    drop(fillers);
+    drop(listener);
+}
+
+// ---------------------------------------------------------------- client limit
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test runtime")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_connections_refuses_the_next_client_with_53300() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| c.max_client_connections = 2);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let (first, first_task) = connect(&conn).await;
+    let (second, _second_task) = connect(&conn).await;
+
+    let third = conn.clone();
+    let out = blocking(move || run(&third, "", "SELECT 1")).await;
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("sorry, too many clients already"),
+        "{}",
+        out.stderr
+    );
+    let error = connect_error(&conn).await;
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::TOO_MANY_CONNECTIONS),
+        "{error}"
+    );
+    assert_eq!(proxy.proxy().metrics().client_connections_refused.get(), 2);
+
+    // The two admitted sessions are untouched.
+    for (client, n) in [(&first, 1i32), (&second, 2)] {
+        let row = client
+            .query_one("SELECT $1::int4 AS n", &[&n])
+            .await
+            .expect("admitted client still works");
+        assert_eq!(row.get::<_, i32>(0), n);
+    }
+
+    // A slot comes back when a client leaves.
+    drop(first);
+    first_task.await.expect("join").expect("clean close");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let back = loop {
+        match conn.tokio_config().connect(NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                break client;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no slot freed after a client left: {e}"),
+        }
+    };
+    back.simple_query("SELECT /*slot back*/ 1")
+        .await
+        .expect("query on the freed slot");
+    drop(back);
+    drop(second);
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+// ---------------------------------------------------------------- cancel
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_cancel_travels_through_the_proxy() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let (client, _task) = connect(&conn).await;
+    // The token keeps the address the client connected to: the proxy, not the server.
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move {
+        let result = client
+            .simple_query("SELECT /*cancel me*/ pg_sleep(30)")
+            .await;
+        (result.map(|_| ()), client)
+    });
+    let dbname = db.dbname.clone();
+    blocking(move || wait_until_running(cluster, &dbname, "/*cancel me*/")).await;
+
+    let started = Instant::now();
+    token.cancel_query(NoTls).await.expect("send cancel");
+    let (result, client) = query.await.expect("join");
+    let took = started.elapsed();
+    let error = result.expect_err("the statement was cancelled");
+    assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error}");
+    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+    assert_eq!(proxy.proxy().metrics().cancel_requests.get(), 1);
+
+    // The session goes on, and the cancelled statement was reported with its SQLSTATE.
+    let rows = client.simple_query("SELECT /*after cancel*/ 1").await;
+    assert!(rows.is_ok(), "{rows:?}");
+    let events = proxy
+        .events
+        .wait_for_matching("/*cancel me*/", 1, EVENT_WAIT);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
+    drop(client);
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+#[test]
+fn psql_ctrl_c_cancels_through_the_proxy() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let mut cmd = Command::new(PgBin::get().tool("psql"));
+    for var in [
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+        "PGCHANNELBINDING",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .env("PGPASSFILE", "/dev/null")
+        .args([
+            "-X",
+            "-d",
+            &conn.dsn(),
+            "-c",
+            "SELECT /*ctrl-c*/ pg_sleep(30)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start psql");
+    wait_until_running(cluster, &db.dbname, "/*ctrl-c*/");
+
+    let interrupted = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let deadline = interrupted + Duration::from_secs(2);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait for psql") {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("psql still running 2 s after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = interrupted.elapsed();
+    let output = child.wait_with_output().expect("psql output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!exit.success());
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+    assert_eq!(proxy.proxy().metrics().cancel_requests.get(), 1);
+    let events = proxy.events.wait_for_matching("/*ctrl-c*/", 1, EVENT_WAIT);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
+    assert_no_backends(cluster, &db.dbname);
+}
+
+// ---------------------------------------------------------------- the server ends a session
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let (client, task) = connect(&conn).await;
+    let row = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("backend pid");
+    let pid: i32 = row.get(0);
+    let admin = db.clone();
+    blocking(move || support::psql_query(&admin, &format!("SELECT pg_terminate_backend({pid})")))
+        .await;
+
+    // The server's FATAL reaches the client untouched, then the proxy closes the session.
+    let error = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the session ends")
+        .expect("join")
+        .expect_err("closed with the server's error");
+    assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
+    assert!(client.is_closed());
+    let metrics = proxy.proxy().metrics().clone();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metrics.client_connections_active.get() != 0
+        || metrics.server_connections_active.get() != 0
+    {
+        assert!(Instant::now() < deadline, "the proxy kept the session open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dbname = db.dbname.clone();
+    blocking(move || assert_no_backends(cluster, &dbname)).await;
+}
+
+// ---------------------------------------------------------------- the client vanishes
+
+#[test]
+fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_completes() {
+    // As with a direct connection: the server finishes what it was sent (fire-and-forget
+    // writes stay written), then sees the Terminate pgshape forwarded and exits.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    support::psql_query(&db.user(AuthUser::Md5), "CREATE TABLE landed (n int)");
+    let proxy = ProxyUnderTest::start(cluster);
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    let mut child = Command::new(PgBin::get().tool("psql"))
+        .env("PGPASSFILE", "/dev/null")
+        .env_remove("PGSERVICE")
+        .args([
+            "-X",
+            "-d",
+            &conn.dsn(),
+            "-c",
+            "INSERT INTO landed SELECT /*vanish*/ 7 FROM pg_sleep(1)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start psql");
+    wait_until_running(cluster, &db.dbname, "/*vanish*/");
+    child.kill().expect("SIGKILL psql");
+    let _ = child.wait();
+
+    assert_no_backends(cluster, &db.dbname);
+    assert_eq!(support::psql_query(&db, "SELECT n FROM landed"), "7");
+    let metrics = proxy.proxy().metrics();
+    assert_eq!(metrics.server_connections_active.get(), 0);
+    assert_eq!(metrics.client_connections_active.get(), 0);
+}
