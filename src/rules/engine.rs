@@ -142,15 +142,32 @@ pub struct RuleEngine {
 }
 
 impl RuleEngine {
-    /// Loads the rules `config` names (its `dir`, else the embedded ones). With a
-    /// `schema_dsn` the catalog oracle judges fan-out (start its loader with
-    /// [`CatalogOracle::spawn_refresher`] on a tokio runtime, see [`RuleEngine::catalog`]),
-    /// else the heuristic. No metrics until [`RuleEngine::with_metrics`].
+    /// Loads the rules `config` names (its `dir`, else the embedded ones) with the heuristic
+    /// oracle and no metrics; see [`RuleEngine::from_config`] for the catalog too, and
+    /// [`RuleEngine::with_catalog`] / [`RuleEngine::with_metrics`].
+    ///
+    /// # Errors
+    /// When the rules do not load.
+    pub fn new(config: RulesConfig) -> Result<RuleEngine, RuleLoadError> {
+        let rules = load(&config)?;
+        Ok(RuleEngine {
+            facts: FactsCache::new(config.facts_cache_size),
+            rules: RwLock::new(Arc::new(rules)),
+            config: RwLock::new(config),
+            oracle: Arc::new(HeuristicOracle),
+            catalog: None,
+            metrics: None,
+            stats: super::api::HitStats::default(),
+        })
+    }
+
+    /// As [`RuleEngine::new`], plus a [`CatalogOracle`] when `config.schema_dsn` is set (start
+    /// its loader with [`CatalogOracle::spawn_refresher`] on a tokio runtime; it is reachable
+    /// through [`RuleEngine::catalog`]).
     ///
     /// # Errors
     /// When the rules do not load or the schema DSN does not parse.
-    pub fn new(config: RulesConfig) -> Result<RuleEngine, EngineError> {
-        let rules = load(&config)?;
+    pub fn from_config(config: RulesConfig) -> Result<RuleEngine, EngineError> {
         let catalog = match &config.schema_dsn {
             Some(dsn) => Some(Arc::new(CatalogOracle::new(
                 dsn,
@@ -158,18 +175,10 @@ impl RuleEngine {
             )?)),
             None => None,
         };
-        let oracle: Arc<dyn UniquenessOracle> = match &catalog {
-            Some(catalog) => catalog.clone(),
-            None => Arc::new(HeuristicOracle),
-        };
-        Ok(RuleEngine {
-            facts: FactsCache::new(config.facts_cache_size),
-            rules: RwLock::new(Arc::new(rules)),
-            config: RwLock::new(config),
-            oracle,
-            catalog,
-            metrics: None,
-            stats: super::api::HitStats::default(),
+        let engine = RuleEngine::new(config)?;
+        Ok(match catalog {
+            Some(catalog) => engine.with_catalog(catalog),
+            None => engine,
         })
     }
 
@@ -191,10 +200,10 @@ impl RuleEngine {
         }
     }
 
-    /// Uses `oracle` to judge fan-out and table sizes.
+    /// Uses `oracle` to judge fan-out and table sizes. For a [`CatalogOracle`] prefer
+    /// [`RuleEngine::with_catalog`], which also enables `POST /api/rules/refresh-schema`.
     pub fn with_oracle(mut self, oracle: Arc<dyn UniquenessOracle>) -> RuleEngine {
         self.oracle = oracle;
-        self.catalog = None;
         self
     }
 

@@ -443,7 +443,7 @@ fn config_file_has_a_rules_table() {
 
 #[test]
 fn engine_from_config_uses_the_catalog_when_a_dsn_is_set() {
-    let engine = RuleEngine::new(RulesConfig {
+    let engine = RuleEngine::from_config(RulesConfig {
         schema_dsn: Some("host=127.0.0.1 port=1 user=monitor dbname=postgres".into()),
         ..RulesConfig::default()
     })
@@ -452,7 +452,7 @@ fn engine_from_config_uses_the_catalog_when_a_dsn_is_set() {
     // Nothing loaded (no server): fan-out falls back to the heuristic, and says so.
     let v = eval(&engine, INCIDENT);
     assert_eq!(v.hits[0].decided_by, Some(OracleKind::Heuristic));
-    let err = RuleEngine::new(RulesConfig {
+    let err = RuleEngine::from_config(RulesConfig {
         schema_dsn: Some("host=x port=notaport".into()),
         ..RulesConfig::default()
     })
