@@ -459,3 +459,37 @@ fn engine_from_config_uses_the_catalog_when_a_dsn_is_set() {
     .expect_err("bad dsn");
     assert!(err.to_string().contains("schema DSN"), "{err}");
 }
+
+#[test]
+fn every_rule_file_in_the_repository_is_embedded() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .expect("rules dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = embedded::SHIPPED
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
+    embedded.sort();
+    assert_eq!(
+        on_disk, embedded,
+        "add new rule files to src/rules/embedded.rs"
+    );
+}
+
+#[test]
+fn connection_state_stays_bounded() {
+    let mut conn = ConnectionRuleState::new();
+    let start = Instant::now();
+    let window = Duration::from_secs(1);
+    for i in 0..5_000u64 {
+        conn.record(Fingerprint(i), start + Duration::from_millis(i), 11, window);
+    }
+    assert!(conn.tracked() <= 512, "{}", conn.tracked());
+    // An evicted shape starts a fresh history.
+    let repeats = conn.record(Fingerprint(1), start + Duration::from_secs(10), 11, window);
+    assert_eq!(repeats.recent.len(), 1);
+}
