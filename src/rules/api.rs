@@ -28,8 +28,7 @@ pub struct HitStats {
 }
 
 impl HitStats {
-    /// Counts a hit; true when it is the first of this rule on this fingerprint (what the log
-    /// reports, so a hot statement does not flood it).
+    /// Counts a hit; returns whether it is the first of this rule on this fingerprint.
     pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) -> bool {
         if let Some(total) = self.totals.get(rule) {
             total.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +124,7 @@ pub fn rules_json(engine: &RuleEngine) -> Value {
         })
         .collect();
     json!({
+        "oracle": if engine.catalog().is_some() { "catalog" } else { "heuristic" },
         "mode": set.mode,
         "source": set.source,
         "parse_failures": engine.parse_failures(),
@@ -132,12 +132,30 @@ pub fn rules_json(engine: &RuleEngine) -> Value {
     })
 }
 
-/// `GET /api/rules` and `POST /api/rules/reload` (422 with the load error, old rules kept).
+/// `GET /api/rules`, `POST /api/rules/reload` (422 with the load error, old rules kept) and
+/// `POST /api/rules/refresh-schema` (re-reads the catalogs now; 404 without a schema DSN).
 pub fn router(engine: Arc<RuleEngine>) -> Router {
     Router::new()
         .route("/api/rules", get(list))
         .route("/api/rules/reload", post(reload))
+        .route("/api/rules/refresh-schema", post(refresh_schema))
         .with_state(engine)
+}
+
+async fn refresh_schema(State(engine): State<Arc<RuleEngine>>) -> (StatusCode, Json<Value>) {
+    match engine.catalog() {
+        Some(catalog) => {
+            catalog.refresh_all().await;
+            (
+                StatusCode::OK,
+                Json(json!({ "databases": catalog.databases() })),
+            )
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no schema DSN configured; the heuristic oracle is in use" })),
+        ),
+    }
 }
 
 async fn list(State(engine): State<Arc<RuleEngine>>) -> Json<Value> {

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::{DashMap, DashSet};
 use serde::Serialize;
@@ -86,6 +86,9 @@ pub struct CatalogOracle {
     base: tokio_postgres::Config,
     snapshots: DashMap<String, Arc<Snapshot>>,
     wanted: DashSet<String>,
+    /// When a database's last load failed: it is not queued again before the refresh interval
+    /// (a role without access would otherwise be retried, and logged, every second).
+    failed: DashMap<String, Instant>,
     refresh_every: Duration,
 }
 
@@ -129,6 +132,7 @@ impl CatalogOracle {
             base,
             snapshots: DashMap::new(),
             wanted: DashSet::new(),
+            failed: DashMap::new(),
             refresh_every,
         })
     }
@@ -185,6 +189,7 @@ impl CatalogOracle {
                     if let Err(error) = oracle.refresh(&database).await {
                         // Drop it from the queue; the next full refresh tries again.
                         oracle.wanted.remove(&database);
+                        oracle.failed.insert(database.clone(), Instant::now());
                         tracing::warn!(%error, database, "catalog load failed; using the heuristic");
                     }
                 }
@@ -204,7 +209,13 @@ impl CatalogOracle {
 
     fn lookup(&self, database: &str) -> Option<Arc<Snapshot>> {
         let found = self.snapshots.get(database).map(|s| s.clone());
-        if found.is_none() && !self.wanted.contains(database) {
+        if found.is_none()
+            && !self.wanted.contains(database)
+            && self
+                .failed
+                .get(database)
+                .is_none_or(|at| at.elapsed() >= self.refresh_every)
+        {
             self.wanted.insert(database.to_owned());
         }
         found

@@ -35,7 +35,8 @@ use super::glob::glob_match;
 use super::oracle::{Fanout, OracleKind, UniquenessOracle, judge};
 use super::state::Repeats;
 use crate::sql::Fingerprint;
-use crate::sql::analysis::{Facts, StatementKind, ValueFacts, scan_values, sqlcommenter_tags};
+use crate::sql::analysis::{Facts, StatementKind, ValueFacts, scan_values};
+use crate::sql::commenter;
 
 /// Default window for `repeats_gt` outside a transaction.
 pub const DEFAULT_REPEAT_WINDOW_MS: u64 = 1_000;
@@ -238,7 +239,7 @@ pub struct Subject<'a> {
     pub now: Instant,
     fanout: OnceCell<Fanout>,
     values: OnceCell<ValueFacts>,
-    tags: OnceCell<Vec<(String, String)>>,
+    tags: OnceCell<Option<commenter::SqlComment>>,
 }
 
 impl<'a> Subject<'a> {
@@ -275,7 +276,10 @@ impl<'a> Subject<'a> {
     }
 
     fn tags(&self) -> &[(String, String)] {
-        self.tags.get_or_init(|| sqlcommenter_tags(self.sql))
+        self.tags
+            .get_or_init(|| commenter::parse(self.sql))
+            .as_ref()
+            .map_or(&[], |c| c.pairs())
     }
 }
 
