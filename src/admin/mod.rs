@@ -41,16 +41,31 @@ use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::sql::Fingerprint;
 use crate::stats::Stats;
 
 /// What the admin endpoints read.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminState {
     /// Query statistics; `None` when `[stats] enabled = false` (the API then answers 404).
     pub stats: Option<Arc<Stats>>,
     /// Every module's metrics, encoded at `/metrics`.
     pub registry: Registry,
+    /// The rules that hit a fingerprint, for the `rules` field of each row (`None`: no rules).
+    pub rules_of: Option<RulesOf>,
 }
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("stats", &self.stats)
+            .field("rules_of", &self.rules_of.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Looks up the rule ids that hit a fingerprint; given by whoever owns the rules.
+pub type RulesOf = Arc<dyn Fn(Fingerprint) -> Vec<String> + Send + Sync>;
 
 /// Errors of the admin server.
 #[derive(Debug, thiserror::Error)]
