@@ -155,7 +155,10 @@ impl Collector for StatsCollector {
         let rest = rows.split_off(k);
         let mut info: Vec<Metric> = Vec::with_capacity(k);
         let max_label = self.stats.config.max_query_label_length;
-        for r in &rows {
+        // One info series per fingerprint even when it is in the top K for several
+        // (database, user): duplicate series would make Prometheus reject the scrape.
+        let mut seen = std::collections::HashSet::with_capacity(k);
+        for r in rows.iter().filter(|r| seen.insert(r.fingerprint.as_str())) {
             info.push(gauge(
                 &[
                     ("fingerprint", &r.fingerprint),

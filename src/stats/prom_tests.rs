@@ -103,3 +103,17 @@ fn promtool_accepts_the_exposition() {
     let text = scrape(&stats);
     promtool_check(&text);
 }
+
+#[test]
+fn one_info_series_per_fingerprint_across_databases() {
+    let stats = Arc::new(Stats::new(StatsConfig::default()));
+    let mut f = Fixture::new();
+    for db in ["app", "reports", "archive"] {
+        f.session.database = db.into();
+        f.run(&*stats, 77, "SELECT 1", 100, 1, None);
+    }
+    let text = scrape(&stats);
+    assert_eq!(text.matches("pgshape_query_info{").count(), 1, "{text}");
+    assert_eq!(text.matches("pgshape_query_calls_total{").count(), 3);
+    promtool_check(&text);
+}

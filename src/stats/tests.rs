@@ -329,6 +329,11 @@ fn eviction_bounds_entries_and_keeps_every_call() {
     assert!(other.is_some_and(|o| o.calls >= 900));
     // The much-used entry is not the one evicted.
     assert_eq!(row(&stats, 0xbeef).calls, 50);
+    let other = stats.detail_other();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].stats.fingerprint, "other");
+    let folded: u64 = other[0].histogram.iter().map(|b| b.count).sum();
+    assert_eq!(folded, other[0].stats.calls, "histograms are folded too");
     let text = scrape(&Arc::new(stats));
     assert!(text.contains("pgshape_stats_evictions_total "), "{text}");
 }
