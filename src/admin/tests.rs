@@ -122,7 +122,7 @@ fn state() -> AdminState {
         registry,
         rules_of: Some(Arc::new(|fp: crate::sql::Fingerprint| {
             // Pretend a rule hit every shape whose id is even, to see the field filled per row.
-            if fp.0 % 2 == 0 {
+            if fp.0.is_multiple_of(2) {
                 vec!["some-rule".to_owned()]
             } else {
                 Vec::new()
@@ -143,7 +143,7 @@ async fn rows_carry_the_rules_that_hit_their_shape() {
         let Ok(fp) = u64::from_str_radix(row["fingerprint"].as_str().unwrap(), 16) else {
             continue;
         };
-        let want: Vec<&str> = if fp % 2 == 0 {
+        let want: Vec<&str> = if fp.is_multiple_of(2) {
             vec!["some-rule"]
         } else {
             vec![]
