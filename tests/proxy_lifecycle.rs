@@ -220,6 +220,33 @@ fn silent_upstream_is_given_up_after_the_connect_timeout() {
     );
 }
 
+#[test]
+fn silent_upstream_is_given_up_during_ssl_negotiation() {
+    // With upstream TLS the silence starts at the SSLRequest, which is under the same deadline.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let silent = SilentServer::start();
+    let target = silent.addr;
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.upstream = target.to_string();
+        c.upstream_sslmode = Some("require".into());
+        c.connect_timeout_ms = 1_000;
+    });
+    let conn = proxy.route(&db.user(AuthUser::Scram));
+    let started = Instant::now();
+    let out = run(&conn, "connect_timeout=20", "SELECT 1");
+    let elapsed = started.elapsed();
+    assert!(!out.success());
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "client waited {elapsed:?}"
+    );
+    let expected = format!("could not connect to upstream {target}: timed out after 1s");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(silent.finish().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholed_upstream_times_out_within_the_connect_timeout() {
     // A listener whose accept queue is full drops further SYNs, so a connect to it hangs like
