@@ -179,6 +179,7 @@ async fn driver_cancel_travels_through_the_proxy() {
     token.cancel_query(NoTls).await.expect("send cancel");
     let (result, client) = query.await.expect("join");
     let took = started.elapsed();
+    eprintln!("timing driver_cancel_travels_through_the_proxy: {took:?}");
     let error = result.expect_err("the statement was cancelled");
     assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error}");
     assert!(took < Duration::from_secs(1), "cancel took {took:?}");
@@ -247,6 +248,7 @@ fn psql_ctrl_c_cancels_through_the_proxy() {
         std::thread::sleep(Duration::from_millis(10));
     };
     let took = interrupted.elapsed();
+    eprintln!("timing psql_ctrl_c_cancels_through_the_proxy: {took:?}");
     let output = child.wait_with_output().expect("psql output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!exit.success());

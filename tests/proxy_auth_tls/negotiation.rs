@@ -257,6 +257,7 @@ fn psql_ctrl_c_cancels_with_tls_on_both_sides() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let took = interrupted.elapsed();
+    eprintln!("timing psql_ctrl_c_cancels_with_tls_on_both_sides: {took:?}");
     let output = child.wait_with_output().expect("psql output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
