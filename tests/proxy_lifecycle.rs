@@ -59,6 +59,23 @@ fn wait_until_running(cluster: &PgCluster, db: &str, marker: &str) {
     }
 }
 
+/// Asserts that exactly `n` events carry exactly this SQL, none of them failed.
+#[track_caller]
+fn assert_events(proxy: &ProxyUnderTest, sql: &str, n: usize) {
+    proxy.events.wait_for_matching(sql, n, EVENT_WAIT);
+    let events: Vec<_> = proxy
+        .events
+        .settle(Duration::from_millis(100))
+        .into_iter()
+        .filter(|e| e.sql == sql)
+        .collect();
+    assert_eq!(events.len(), n, "{sql:?}: {events:#?}");
+    assert!(
+        events.iter().all(|e| e.sqlstate.is_none() && e.rows == 1),
+        "{events:#?}"
+    );
+}
+
 async fn connect(
     conn: &ConnParams,
 ) -> (
@@ -149,6 +166,8 @@ async fn max_client_connections_refuses_the_next_client_with_53300() {
     back.simple_query("SELECT /*slot back*/ 1")
         .await
         .expect("query on the freed slot");
+    assert_events(&proxy, "SELECT $1::int4 AS n", 2);
+    assert_events(&proxy, "SELECT /*slot back*/ 1", 1);
     drop(back);
     drop(second);
     let dbname = db.dbname.clone();
@@ -188,6 +207,7 @@ async fn driver_cancel_travels_through_the_proxy() {
     // The session goes on, and the cancelled statement was reported with its SQLSTATE.
     let rows = client.simple_query("SELECT /*after cancel*/ 1").await;
     assert!(rows.is_ok(), "{rows:?}");
+    assert_events(&proxy, "SELECT /*after cancel*/ 1", 1);
     let events = proxy
         .events
         .wait_for_matching("/*cancel me*/", 1, EVENT_WAIT);
@@ -278,6 +298,7 @@ async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
         .await
         .expect("backend pid");
     let pid: i32 = row.get(0);
+    assert_events(&proxy, "SELECT pg_backend_pid()", 1);
     let admin = db.clone();
     blocking(move || support::psql_query(&admin, &format!("SELECT pg_terminate_backend({pid})")))
         .await;
