@@ -8,6 +8,8 @@
 //! that then sends the `y` gs2 flag over a TLS upstream is told to use `channel_binding=disable`.
 //! Every cell of the README's matrix has a test here.
 
+#[path = "proxy_auth_tls/bulk.rs"]
+mod bulk;
 #[path = "proxy_auth_tls/driver.rs"]
 mod driver;
 #[path = "proxy_auth_tls/negotiation.rs"]
