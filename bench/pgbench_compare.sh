@@ -192,9 +192,12 @@ python3 - "$WORK/results.tsv" "$TARGETS" "$DURATION" "$RUNS" <<'PY'
 import csv, statistics, sys
 path, targets, duration, runs = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
 cells = {}
+by_round = {}
 for row in csv.DictReader(open(path), delimiter="\t"):
     key = (row["mode"], int(row["clients"]), row["target"])
     cells.setdefault(key, []).append((float(row["tps"]), float(row["latency_ms"])))
+    by_round[key + (row["round"],)] = float(row["tps"])
+rounds = sorted({k[3] for k in by_round}, key=int)
 def med(key, i):
     values = cells.get(key)
     return statistics.median(v[i] for v in values) if values else None
@@ -209,6 +212,11 @@ if "pgbouncer" in targets and "direct" in targets:
     extra += ["pgbouncer/direct"]
 lat_cols = [t for t in targets if t != "direct"] if "direct" in targets else []
 head += extra + [f"{t} +µs/stmt" for t in lat_cols]
+# Runs of one round ran back to back, so their ratio is the paired comparison; its spread
+# over rounds shows how much of a difference is noise on a shared machine.
+paired = "pgshape" in targets and "pgbouncer" in targets
+if paired:
+    head.append("pgshape/pgbouncer per round")
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")
 for mode, clients in sorted({(m, c) for m, c, _ in cells}, key=lambda k: (k[0] != "simple", k[0], k[1])):
@@ -221,5 +229,13 @@ for mode, clients in sorted({(m, c) for m, c, _ in cells}, key=lambda k: (k[0] !
         row.append(f"{tps[a] / tps[b]:.2f}×" if tps[a] and tps[b] else "-")
     for t in lat_cols:
         row.append(f"{(lat[t] - lat['direct']) * 1000:+.0f}" if lat[t] and lat["direct"] else "-")
+    if paired:
+        ratios = []
+        for r in rounds:
+            a = by_round.get((mode, clients, "pgshape", r))
+            b = by_round.get((mode, clients, "pgbouncer", r))
+            if a and b:
+                ratios.append(f"{a / b:.2f}")
+        row.append(" ".join(ratios) or "-")
     print("| " + " | ".join(row) + " |")
 PY

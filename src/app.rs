@@ -1,18 +1,26 @@
 //! Assembles a running pgshape from a [`Config`]: statistics, slow log, rules, the proxy and the
 //! admin HTTP server, all sharing one Prometheus registry. `main.rs` and the end-to-end tests
 //! both start pgshape through here, so what is tested is what runs.
+//!
+//! Threads: the proxy has its own (see [`crate::proxy`]); everything else that needs a runtime
+//! (the admin server, the catalog refresher) shares one background thread, so a slow scrape or
+//! catalog query never runs on a core that relays traffic.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use axum::routing::post;
 use prometheus::Registry;
 use tokio::sync::oneshot;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
-use crate::event::{Observers, StatementObserver};
+use crate::event::{Observers, StatementGate, StatementObserver};
 use crate::proxy::{Proxy, ProxyError, ProxyMetrics};
+use crate::rules::catalog::CatalogError;
+use crate::rules::{CatalogOracle, RuleEngine, RuleLoadError, RuleMetrics};
 use crate::stats::{SlowLog, Stats};
 
 /// Errors starting pgshape.
@@ -22,13 +30,17 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Rules(#[from] RuleLoadError),
+    #[error("invalid schema_dsn: {0}")]
+    SchemaDsn(#[from] CatalogError),
     #[error("cannot listen on admin address {addr}: {source}")]
     AdminBind {
         addr: String,
         source: std::io::Error,
     },
-    #[error("cannot start the admin server: {0}")]
-    AdminRuntime(std::io::Error),
+    #[error("cannot start the background thread: {0}")]
+    Background(std::io::Error),
     #[error("metrics registration: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -36,13 +48,14 @@ pub enum AppError {
 /// A running pgshape.
 pub struct App {
     proxy: Proxy,
-    admin: Option<AdminServer>,
+    admin_addr: Option<SocketAddr>,
+    background: Background,
     stats: Option<Arc<Stats>>,
+    rules: Arc<RuleEngine>,
     registry: Registry,
 }
 
-struct AdminServer {
-    addr: SocketAddr,
+struct Background {
     stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
 }
@@ -51,7 +64,7 @@ impl App {
     /// Starts everything `config` asks for.
     ///
     /// # Errors
-    /// Invalid settings, or a listener that cannot be bound.
+    /// Invalid settings or rule files, or a listener that cannot be bound.
     pub fn start(config: Config) -> Result<App, AppError> {
         config.stats.validate()?;
         let registry = Registry::new();
@@ -72,24 +85,65 @@ impl App {
         }
         let observers: Observers = Arc::from(observers);
 
-        let admin = match &config.admin {
-            Some(addr) => Some(start_admin(
-                addr,
-                AdminState {
-                    stats: stats.clone(),
-                    registry: registry.clone(),
-                },
-            )?),
+        let catalog = match &config.rules.schema_dsn {
+            Some(dsn) => Some(Arc::new(CatalogOracle::new(
+                dsn,
+                Duration::from_secs(config.rules.schema_refresh_secs.max(1)),
+            )?)),
             None => None,
         };
+        let mut engine =
+            RuleEngine::new(config.rules.clone())?.with_metrics(RuleMetrics::register(&registry)?);
+        if let Some(catalog) = &catalog {
+            engine = engine.with_oracle(catalog.clone());
+        }
+        let rules = Arc::new(engine);
+
+        let admin_listener =
+            match &config.admin {
+                Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| {
+                    AppError::AdminBind {
+                        addr: addr.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(AppError::Background)?;
+        let router = admin_listener.is_some().then(|| {
+            let reload_engine = rules.clone();
+            admin::router(AdminState {
+                stats: stats.clone(),
+                registry: registry.clone(),
+            })
+            .merge(crate::rules::api::router(rules.clone()))
+            // The documented short form of /api/rules/reload.
+            .route(
+                "/api/reload",
+                post(move || {
+                    let engine = reload_engine.clone();
+                    async move { reload_response(&engine) }
+                }),
+            )
+        });
+        let background = start_background(admin_listener.zip(router), catalog)?;
+
+        let gate: Arc<dyn StatementGate> = Arc::new(rules.clone());
         let proxy = Proxy::builder(config)
             .observers(observers)
+            .gate(gate)
             .metrics(metrics)
             .start()?;
         Ok(App {
             proxy,
-            admin,
+            admin_addr,
+            background,
             stats,
+            rules,
             registry,
         })
     }
@@ -101,65 +155,94 @@ impl App {
 
     /// Where the admin HTTP server listens, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|a| a.addr)
+        self.admin_addr
     }
 
     pub fn stats(&self) -> Option<&Arc<Stats>> {
         self.stats.as_ref()
     }
 
+    pub fn rules(&self) -> &Arc<RuleEngine> {
+        &self.rules
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Re-reads the rule files (SIGHUP). On error the previous rules stay active.
+    ///
+    /// # Errors
+    /// The load error, naming file, line and field.
+    pub fn reload_rules(&self) -> Result<(), RuleLoadError> {
+        self.rules.reload().map(|set| {
+            tracing::info!(rules = set.rules.len(), "rules reloaded");
+        })
     }
 
     /// Graceful stop: the proxy drains (see [`Proxy::shutdown`]), then the admin server stops.
     pub fn shutdown(self) {
         self.proxy.shutdown();
-        if let Some(admin) = self.admin {
-            let _ = admin.stop.send(());
-            let _ = admin.thread.join();
+        let _ = self.background.stop.send(());
+        let _ = self.background.thread.join();
+    }
+}
+
+fn reload_response(engine: &RuleEngine) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    match engine.reload() {
+        Ok(set) => (
+            axum::http::StatusCode::OK,
+            axum::Json(serde_json::json!({ "reloaded": true, "rules": set.rules.len() })),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "rule reload rejected; previous rules stay active");
+            (
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(serde_json::json!({ "reloaded": false, "error": error.to_string() })),
+            )
         }
     }
 }
 
-fn start_admin(addr: &str, state: AdminState) -> Result<AdminServer, AppError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| AppError::AdminBind {
-        addr: addr.to_owned(),
-        source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(AppError::AdminRuntime)?;
-    let local = listener.local_addr().map_err(AppError::AdminRuntime)?;
+fn start_background(
+    admin: Option<(std::net::TcpListener, axum::Router)>,
+    catalog: Option<Arc<CatalogOracle>>,
+) -> Result<Background, AppError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(AppError::AdminRuntime)?;
+        .map_err(AppError::Background)?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = admin::router(state);
     let thread = std::thread::Builder::new()
         .name("pgshape-admin".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot register the admin listener");
-                        return;
+                let refresher = catalog.as_ref().map(|c| c.spawn_refresher());
+                match admin {
+                    Some((listener, router)) => {
+                        let shutdown = async {
+                            let _ = stopped.await;
+                        };
+                        let served = async {
+                            listener.set_nonblocking(true)?;
+                            let listener = tokio::net::TcpListener::from_std(listener)?;
+                            admin::serve(listener, router, shutdown)
+                                .await
+                                .map_err(std::io::Error::other)
+                        };
+                        if let Err(error) = served.await {
+                            tracing::error!(%error, "admin server failed");
+                        }
                     }
-                };
-                let shutdown = async {
-                    let _ = stopped.await;
-                };
-                if let Err(error) = admin::serve(listener, app, shutdown).await {
-                    tracing::error!(%error, "admin server failed");
+                    None => {
+                        let _ = stopped.await;
+                    }
+                }
+                if let Some(refresher) = refresher {
+                    refresher.abort();
                 }
             });
         })
-        .map_err(AppError::AdminRuntime)?;
-    Ok(AdminServer {
-        addr: local,
-        stop,
-        thread,
-    })
+        .map_err(AppError::Background)?;
+    Ok(Background { stop, thread })
 }

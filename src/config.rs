@@ -59,6 +59,8 @@ pub struct Config {
     pub upstream_sslrootcert: Option<PathBuf>,
     /// Per-fingerprint statistics, slow log and export settings (`[stats]`).
     pub stats: crate::stats::StatsConfig,
+    /// Query-shape rules: rules directory, enforce/shadow mode, schema DSN (`[rules]`).
+    pub rules: crate::rules::RulesConfig,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             upstream_sslmode: None,
             upstream_sslrootcert: None,
             stats: crate::stats::StatsConfig::default(),
+            rules: crate::rules::RulesConfig::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pgshape::app::App;
 use pgshape::config::Config;
+use pgshape::rules::Mode;
 
 /// PostgreSQL wire-protocol proxy that times every statement, groups statements by shape
 /// (fingerprint), exports per-query metrics and flags, warns about or blocks bad query shapes.
@@ -23,7 +24,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy in front of a PostgreSQL server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Check captured SQL against the rules (the staging guard for CI): SQL files, PostgreSQL
+    /// logs or pgshape JSON statement logs; exits 1 on a hit at or above --fail-on.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Files to check; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Directory of *.toml rule files [default: the rules built into the binary].
+    #[arg(long, env = "PGSHAPE_RULES")]
+    rules: Option<PathBuf>,
+    /// Monitoring connection string: decide fan-out from the schema's keys instead of names.
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    schema_dsn: Option<String>,
+    /// Report format.
+    #[arg(long, default_value = "human", value_parser = ["human", "json", "github", "junit"])]
+    format: String,
+    /// Exit 1 when a hit has at least this severity.
+    #[arg(long, default_value = "error", value_parser = ["info", "warning", "error"])]
+    fail_on: String,
+    /// Input form [default: detected per file].
+    #[arg(long, value_parser = ["sql", "postgres-log", "json"])]
+    input: Option<String>,
 }
 
 /// Every flag can also be set by its environment variable or in the `--config` TOML file
@@ -75,6 +101,15 @@ struct ServeArgs {
     /// CA bundle (PEM) to verify the server with; system roots when unset.
     #[arg(long, env = "PGSHAPE_UPSTREAM_SSLROOTCERT")]
     upstream_sslrootcert: Option<PathBuf>,
+    /// Directory of *.toml rule files, replacing the rules built into the binary.
+    #[arg(long, env = "PGSHAPE_RULES")]
+    rules: Option<PathBuf>,
+    /// enforce (warn/block act) or shadow (they are only counted) [default: enforce].
+    #[arg(long, env = "PGSHAPE_RULES_MODE", value_parser = ["enforce", "shadow"])]
+    rules_mode: Option<String>,
+    /// Monitoring connection string for schema lookups (keys, unique indexes, table sizes).
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    schema_dsn: Option<String>,
 }
 
 impl ServeArgs {
@@ -111,6 +146,19 @@ impl ServeArgs {
         if let Some(admin) = self.admin {
             config.admin = (admin != "off").then_some(admin);
         }
+        if let Some(dir) = self.rules {
+            config.rules.dir = Some(dir);
+        }
+        if let Some(mode) = self.rules_mode {
+            config.rules.mode = if mode == "shadow" {
+                Mode::Shadow
+            } else {
+                Mode::Enforce
+            };
+        }
+        if let Some(dsn) = self.schema_dsn {
+            config.rules.schema_dsn = Some(dsn);
+        }
         Ok(config)
     }
 }
@@ -126,11 +174,59 @@ fn init_logging(format: &str) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args.into_config()?),
+        Command::Serve(args) => {
+            serve(args.into_config()?).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Check(args) => check(args),
     }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
+    use pgshape::rules::Severity;
+    use pgshape::rules::check::{self, CheckOptions, Format, InputKind};
+    let oracle = match &args.schema_dsn {
+        Some(dsn) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let oracle = runtime
+                .block_on(check::catalog_oracle(dsn))
+                .context("reading the schema catalog")?;
+            Some(oracle as std::sync::Arc<dyn pgshape::rules::UniquenessOracle>)
+        }
+        None => None,
+    };
+    let opts = CheckOptions {
+        inputs: args.files,
+        rules_dir: args.rules,
+        format: match args.format.as_str() {
+            "json" => Format::Json,
+            "github" => Format::Github,
+            "junit" => Format::Junit,
+            _ => Format::Human,
+        },
+        fail_on: match args.fail_on.as_str() {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            _ => Severity::Error,
+        },
+        kind: args.input.as_deref().map(|kind| match kind {
+            "postgres-log" => InputKind::PostgresLog,
+            "json" => InputKind::JsonLines,
+            _ => InputKind::Sql,
+        }),
+        oracle,
+        ..CheckOptions::default()
+    };
+    let outcome = check::run(&opts, &mut std::io::stdout().lock())?;
+    Ok(if outcome.failed {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -138,22 +234,31 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let upstream = config.upstream.clone();
     let app = App::start(config).context("starting pgshape")?;
     tracing::info!(listen = %app.proxy_addr(), %upstream, admin = ?app.admin_addr(), "proxying");
-    wait_for_signal()?;
+    wait_for_signals(&app)?;
     tracing::info!("shutting down: no new connections, running statements may finish");
     app.shutdown();
     Ok(())
 }
 
-/// Blocks until Ctrl-C or SIGTERM.
-fn wait_for_signal() -> anyhow::Result<()> {
+/// Blocks until Ctrl-C or SIGTERM; SIGHUP reloads the rules meanwhile.
+fn wait_for_signals(app: &App) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return r,
+                _ = term.recv() => return Ok(()),
+                _ = hup.recv() => {
+                    if let Err(error) = app.reload_rules() {
+                        tracing::error!(%error, "rule reload rejected; previous rules stay active");
+                    }
+                }
+            }
         }
     })?;
     Ok(())

@@ -136,6 +136,28 @@ fn pg_stat_statements_is_preloaded_and_loadable() {
 }
 
 #[test]
+fn shared_ssl_cluster_requires_no_setup_from_tests() {
+    let cluster = PgCluster::shared_ssl();
+    let tls = cluster.tls().expect("certificates");
+    let conn = cluster
+        .fresh_database()
+        .user(AuthUser::Md5)
+        .sslmode("verify-full")
+        .sslrootcert(&tls.ca_path());
+    assert_eq!(
+        psql_query(
+            &conn,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ),
+        "t"
+    );
+    assert!(
+        std::ptr::eq(cluster, PgCluster::shared_ssl()),
+        "started once"
+    );
+}
+
+#[test]
 fn ssl_cluster_serves_verified_tls() {
     let cluster = PgCluster::builder().ssl(true).start();
     let tls = cluster.tls().expect("ssl cluster has certificates").clone();
@@ -290,4 +312,19 @@ async fn tokio_postgres_connects_with_scram() {
         .await
         .expect("query");
     assert_eq!(row.get::<_, i32>(0), 42);
+}
+
+#[test]
+fn throwaway_certificates_are_valid_pem_and_cleaned_up() {
+    let cert = support::tls::ServerCert::throwaway();
+    let chain = std::fs::read_to_string(cert.cert_path()).expect("read chain");
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf + CA");
+    let key = std::fs::read_to_string(cert.key_path()).expect("read key");
+    assert!(key.contains("BEGIN PRIVATE KEY"));
+    let dir = cert.ca_path().parent().expect("dir").to_owned();
+    let clone = cert.clone();
+    drop(cert);
+    assert!(dir.exists(), "a clone keeps the directory");
+    drop(clone);
+    assert!(!dir.exists());
 }

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::histogram::LogHistogram;
-use super::text::CommentTags;
+use super::text::{self, RawTags};
 
 /// sqlcommenter tags that attribute a statement to an endpoint.
 pub const ROUTE_TAGS: [&str; 3] = ["route", "controller", "action"];
@@ -42,7 +42,11 @@ impl Entry {
 pub struct RouteCount {
     /// `route`, `controller` or `action`.
     pub tag: &'static str,
+    /// URL-decoded value.
     pub value: String,
+    /// The value as sent (URL-encoded): what the hot path compares, without decoding.
+    #[serde(skip)]
+    pub raw: String,
     /// Statements seen with this value (an over-estimate by at most the count of the value it
     /// replaced, as in the Space-Saving algorithm).
     pub count: u64,
@@ -57,13 +61,13 @@ pub(crate) struct Exemplar {
 }
 
 /// Per-statement inputs, gathered once by the caller.
-pub(crate) struct Sample<'a, 't> {
+pub(crate) struct Sample<'a> {
     pub duration_ns: u64,
     pub rows: u64,
     pub sqlstate: Option<[u8; 5]>,
     pub command: &'a str,
     pub at: Instant,
-    pub tags: Option<&'a CommentTags<'t>>,
+    pub tags: RawTags<'a>,
 }
 
 /// Limits that shape an update, shared by all entries.
@@ -120,7 +124,7 @@ impl EntryData {
 
     /// Counts one statement.
     #[inline]
-    pub fn record(&mut self, s: &Sample<'_, '_>, limits: &Limits<'_>) {
+    pub fn record(&mut self, s: &Sample<'_>, limits: &Limits<'_>) {
         let x = s.duration_ns;
         self.calls += 1;
         self.rows = self.rows.saturating_add(s.rows);
@@ -143,8 +147,8 @@ impl EntryData {
         if let Some(code) = s.sqlstate {
             self.add_errors([code[0], code[1]], 1);
         }
-        if let Some(tags) = s.tags {
-            self.record_tags(tags, x, s.at, limits);
+        if !s.tags.is_empty() {
+            self.record_tags(s.tags, x, s.at, limits);
         }
     }
 
@@ -155,13 +159,16 @@ impl EntryData {
         }
     }
 
-    fn record_tags(&mut self, tags: &CommentTags<'_>, x: u64, at: Instant, limits: &Limits<'_>) {
-        for tag in ROUTE_TAGS {
-            if let Some(value) = tags.get(tag) {
-                self.add_route(tag, value, 1, limits.max_routes);
+    fn record_tags(&mut self, tags: RawTags<'_>, x: u64, at: Instant, limits: &Limits<'_>) {
+        let mut traceparent = None;
+        for (key, raw) in tags.iter() {
+            if let Some(tag) = ROUTE_TAGS.iter().find(|t| **t == key) {
+                self.add_route(tag, raw, 1, limits.max_routes);
+            } else if key == "traceparent" {
+                traceparent = Some(raw);
             }
         }
-        if let Some(tp) = tags.get("traceparent") {
+        if let Some(tp) = traceparent {
             let replace = match &self.exemplar {
                 None => true,
                 Some(ex) => {
@@ -184,19 +191,23 @@ impl EntryData {
         }
     }
 
-    fn add_route(&mut self, tag: &'static str, value: &str, n: u64, max: usize) {
+    /// Counts `n` statements with tag value `raw` (URL-encoded as sent).
+    fn add_route(&mut self, tag: &'static str, raw: &str, n: u64, max: usize) {
         if let Some(r) = self
             .routes
             .iter_mut()
-            .find(|r| r.tag == tag && r.value == value)
+            .find(|r| r.tag == tag && r.raw == raw)
         {
             r.count += n;
             return;
         }
+        // A new value: decoding and allocating happen only here.
+        let value = text::decode(raw).into_owned();
         if self.routes.len() < max {
             self.routes.push(RouteCount {
                 tag,
-                value: value.to_owned(),
+                value,
+                raw: raw.to_owned(),
                 count: n,
             });
             return;
@@ -204,8 +215,9 @@ impl EntryData {
         // Space-Saving: the new value takes the place of the least counted one.
         if let Some(min) = self.routes.iter_mut().min_by_key(|r| r.count) {
             min.tag = tag;
-            min.value.clear();
-            min.value.push_str(value);
+            min.value = value;
+            min.raw.clear();
+            min.raw.push_str(raw);
             min.count += n;
         }
     }
@@ -232,7 +244,7 @@ impl EntryData {
             self.add_errors(class, count);
         }
         for r in &other.routes {
-            self.add_route(r.tag, &r.value, r.count, max_routes);
+            self.add_route(r.tag, &r.raw, r.count, max_routes);
         }
         if let Some(ex) = &other.exemplar
             && self

@@ -116,14 +116,13 @@ impl Stats {
     /// this; it is public for replaying recorded workloads and for benchmarks.
     pub fn record(&self, event: &StatementEvent<'_>, fingerprint: Fingerprint) {
         let sql = &event.statement.sql[..];
-        let tags = text::may_have_tags(sql).then(|| text::comment_tags(sql));
         let sample = Sample {
             duration_ns: u64::try_from(event.duration.as_nanos()).unwrap_or(u64::MAX),
             rows: event.rows,
             sqlstate: event.sqlstate,
             command: event.command,
             at: event.finished_at,
-            tags: tags.as_ref(),
+            tags: text::RawTags::of(sql),
         };
         let limits = Limits {
             bounds_ns: &self.bounds_ns,
@@ -144,8 +143,8 @@ impl Stats {
 
     /// Slow path: the first statement of a key.
     #[cold]
-    fn insert(&self, key: &KeyRef<'_>, sql: &[u8], sample: &Sample<'_, '_>, limits: &Limits<'_>) {
-        let query = text::normalize(sql, self.config.max_query_length).into_boxed_str();
+    fn insert(&self, key: &KeyRef<'_>, sql: &[u8], sample: &Sample<'_>, limits: &Limits<'_>) {
+        let query = crate::sql::normalize(sql, self.config.max_query_length).into_boxed_str();
         let _guard = lock(&self.insert_lock);
         if self.entries.len() >= self.config.max_fingerprints
             && !self.entries.contains_key(key as &dyn KeyView)

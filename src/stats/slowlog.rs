@@ -10,8 +10,12 @@ use std::fmt;
 use std::time::Duration;
 
 use super::StatsConfig;
-use super::text::{self, CommentTags};
 use crate::event::{StatementEvent, StatementObserver};
+
+#[cfg(test)]
+#[path = "slowlog_tests.rs"]
+mod tests;
+use crate::sql::commenter::{self, SqlComment};
 
 /// Logs slow statements; a separate observer so it works with statistics switched off.
 #[derive(Debug, Clone)]
@@ -42,17 +46,17 @@ impl SlowLog {
             }
             String::from_utf8_lossy(&sql[..cut]).into_owned()
         } else {
-            text::normalize(sql, self.max_query_length)
+            crate::sql::normalize(sql, self.max_query_length)
         }
     }
 }
 
 /// `key=value` pairs of the sqlcommenter comment, for one log field.
-struct TagList<'a>(&'a CommentTags<'a>);
+struct TagList<'a>(&'a SqlComment);
 
 impl fmt::Display for TagList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (k, v)) in self.0.pairs.iter().enumerate() {
+        for (i, (k, v)) in self.0.pairs().iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
@@ -72,7 +76,7 @@ impl StatementObserver for SlowLog {
             .statement
             .fingerprint
             .unwrap_or_else(|| crate::sql::fingerprint(sql));
-        let tags = text::comment_tags(sql);
+        let tags = commenter::parse(sql).unwrap_or_default();
         let client_addr = event.session.client_addr.map(|a| a.to_string());
         tracing::info!(
             target: "pgshape::slow",

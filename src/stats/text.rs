@@ -1,90 +1,13 @@
-//! The two text services statistics need from `crate::sql`: the normalized statement text
-//! (stored once per entry, logged by the slow log) and the sqlcommenter tags.
+//! An allocation-free reader of sqlcommenter tags for the statistics hot path.
 //!
-//! INTERIM: `crate::sql::normalize` and `crate::sql::commenter::parse` are being written on
-//! the `fingerprint` branch. Until they land, this file carries small stand-ins with the same
-//! contract, so stats, the slow log and their tests work; the switch is local to this file.
+//! `crate::sql::commenter::parse` is the full parser (legacy `key:value` comments, escapes,
+//! decoded owned values) and the slow log uses it. Statistics read the tags of every tagged
+//! statement, which in a Django or Rails app is nearly every statement, and the full parser
+//! allocates a `String` per key and value; here the raw values are compared as sent and only
+//! a value not seen before is decoded (by [`decode`], with the same unescaping and URL-decoding
+//! as the full parser).
 
 use std::borrow::Cow;
-
-/// Statement text with literals replaced by `$n` placeholders, cut at `max_len` bytes on a
-/// character boundary.
-pub fn normalize(sql: &[u8], max_len: usize) -> String {
-    let mut out = String::with_capacity(sql.len().min(max_len));
-    let mut n = 0u32;
-    let mut i = 0;
-    let mut prev_ident = false;
-    while i < sql.len() && out.len() < max_len {
-        let b = sql[i];
-        if b == b'\'' {
-            i += 1;
-            while i < sql.len() {
-                if sql[i] == b'\'' {
-                    if sql.get(i + 1) == Some(&b'\'') {
-                        i += 2;
-                        continue;
-                    }
-                    break;
-                }
-                i += 1;
-            }
-            i += 1;
-            n += 1;
-            out.push_str(&format!("${n}"));
-            prev_ident = false;
-            continue;
-        }
-        if b.is_ascii_digit() && !prev_ident {
-            while i < sql.len() && (sql[i].is_ascii_digit() || sql[i] == b'.') {
-                i += 1;
-            }
-            n += 1;
-            out.push_str(&format!("${n}"));
-            continue;
-        }
-        if b == b'/' && sql.get(i + 1) == Some(&b'*') {
-            // Comments (sqlcommenter tags included) are not part of the shape.
-            match find(&sql[i + 2..], b"*/") {
-                Some(end) => i += end + 4,
-                None => break,
-            }
-            continue;
-        }
-        let start = i;
-        i += 1;
-        while i < sql.len() && sql[i] >= 0x80 && sql[i] < 0xC0 {
-            i += 1;
-        }
-        out.push_str(&String::from_utf8_lossy(&sql[start..i]));
-        prev_ident = b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
-    }
-    let mut cut = max_len.min(out.len());
-    while !out.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    out.truncate(cut);
-    out.trim_end().to_owned()
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Key/value tags of a trailing sqlcommenter comment, URL-decoded.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CommentTags<'a> {
-    pub pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-}
-
-impl CommentTags<'_> {
-    /// The value of `key`, if tagged.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_ref())
-    }
-}
 
 /// Cheap test run on every statement: sqlcommenter appends its comment at the very end.
 #[inline]
@@ -96,33 +19,99 @@ pub fn may_have_tags(sql: &[u8]) -> bool {
     end >= 4 && &sql[end - 2..end] == b"*/"
 }
 
-/// Parses the trailing `/*key='value',...*/` comment; empty when there is none.
-pub fn comment_tags(sql: &[u8]) -> CommentTags<'_> {
+/// The body of the trailing sqlcommenter comment (between `/*` and `*/`), if any.
+fn comment_body(sql: &[u8]) -> Option<&[u8]> {
     if !may_have_tags(sql) {
-        return CommentTags::default();
+        return None;
     }
-    let Ok(text) = std::str::from_utf8(sql) else {
-        return CommentTags::default();
-    };
-    let text = text.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == ';');
-    let Some(body) = text.strip_suffix("*/") else {
-        return CommentTags::default();
-    };
-    let Some(start) = body.rfind("/*") else {
-        return CommentTags::default();
-    };
-    let mut tags = CommentTags::default();
-    for item in body[start + 2..].split(',') {
-        let Some((k, v)) = item.trim().split_once('=') else {
-            continue;
-        };
-        let v = v.trim();
-        let Some(v) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
-            continue;
-        };
-        tags.pairs.push((url_decode(k.trim()), url_decode(v)));
+    let end = sql
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')?
+        .checked_sub(1)?;
+    // `end` is the index of `*` in the closing `*/`; find the opening `/*` before it.
+    let body_end = end;
+    let start = sql[..body_end].windows(2).rposition(|w| w == b"/*")? + 2;
+    Some(&sql[start..body_end])
+}
+
+/// Still URL-encoded `key='value'` pairs of the trailing sqlcommenter comment, read without
+/// allocating: the statistics hot path compares raw values and decodes only new ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawTags<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> RawTags<'a> {
+    /// The tags of `sql`'s trailing comment; empty when it has none.
+    pub fn of(sql: &'a [u8]) -> Self {
+        RawTags {
+            body: comment_body(sql).unwrap_or_default(),
+        }
     }
-    tags
+
+    /// Whether there is no tag comment.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// The raw value of `key`.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// `(key, raw value)` pairs in order; malformed items are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let body = self.body;
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            while i < body.len() {
+                let item_start = i;
+                // Up to the next comma outside quotes; `\'` escapes a quote inside a value.
+                let mut quoted = false;
+                while i < body.len() && (quoted || body[i] != b',') {
+                    match body[i] {
+                        b'\\' if quoted => i += 1,
+                        b'\'' => quoted = !quoted,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                let item = &body[item_start..i.min(body.len())];
+                i += 1;
+                if let Some(pair) = split_pair(item) {
+                    return Some(pair);
+                }
+            }
+            None
+        })
+    }
+}
+
+fn split_pair(item: &[u8]) -> Option<(&str, &str)> {
+    let eq = item.iter().position(|b| *b == b'=')?;
+    let key = std::str::from_utf8(&item[..eq]).ok()?.trim();
+    let value = std::str::from_utf8(&item[eq + 1..]).ok()?.trim();
+    let value = value.strip_prefix('\'')?.strip_suffix('\'')?;
+    Some((key, value))
+}
+
+/// Decodes a raw tag value: `\\x` escapes, then percent-encoding (sqlcommenter's order).
+pub fn decode(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('\\') {
+        return url_decode(raw);
+    }
+    let mut unescaped = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                unescaped.push(next);
+            }
+        } else {
+            unescaped.push(c);
+        }
+    }
+    Cow::Owned(url_decode(&unescaped).into_owned())
 }
 
 fn url_decode(s: &str) -> Cow<'_, str> {
@@ -154,25 +143,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalize_hides_literals() {
-        let n = normalize(
-            b"SELECT * FROM t WHERE email = 'a@b.c' AND id = 42 /*x='1'*/",
-            100,
-        );
-        assert!(
-            !n.contains("a@b.c") && !n.contains("42") && !n.contains("x="),
-            "{n}"
-        );
-        assert_eq!(normalize("SELECT 'é'".as_bytes(), 8), "SELECT $");
-    }
-
-    #[test]
     fn django_comment_tags() {
         let sql = b"SELECT 1 /*controller='index',route='%5Eorders%2F',traceparent='00-a-b-01'*/;";
-        let tags = comment_tags(sql);
-        assert_eq!(tags.get("route"), Some("^orders/"));
+        let tags = RawTags::of(sql);
+        assert_eq!(tags.get("route").map(decode).as_deref(), Some("^orders/"));
         assert_eq!(tags.get("controller"), Some("index"));
         assert_eq!(tags.get("traceparent"), Some("00-a-b-01"));
-        assert!(comment_tags(b"SELECT 1").pairs.is_empty());
+        assert!(RawTags::of(b"SELECT 1").is_empty());
+        assert_eq!(
+            RawTags::of(b"SELECT 1 /* plain comment */").iter().count(),
+            0
+        );
+        let raw = RawTags::of(b"SELECT 1 /*a='x,y',b='it\\'s',c=bad,d='%2F'*/ ");
+        let pairs: Vec<_> = raw.iter().collect();
+        assert_eq!(pairs, [("a", "x,y"), ("b", "it\\'s"), ("d", "%2F")]);
+        assert_eq!(raw.get("d").map(decode).as_deref(), Some("/"));
+        assert_eq!(raw.get("b").map(decode).as_deref(), Some("it's"));
+        // The same values as the full parser gives.
+        let sql = b"SELECT 1 /*route='%5Eo%2F',b='it\\'s'*/";
+        let full = crate::sql::commenter::parse(sql).expect("parsed");
+        for (k, v) in RawTags::of(sql).iter() {
+            assert_eq!(full.get(k), Some(decode(v).as_ref()), "{k}");
+        }
     }
 }

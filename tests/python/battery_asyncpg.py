@@ -103,6 +103,20 @@ async def main(url):
     rec.ran("/*t:a_copy_out*/", status, protocol="simple")
     rec.result("copy_out", buf.getvalue().decode())
 
+    # LISTEN/NOTIFY between two sessions: the notification arrives on the listener's
+    # connection while it is idle.
+    received = asyncio.Queue()
+    def on_notify(_conn, _pid, channel, payload):
+        received.put_nowait([channel, payload])
+
+    await conn.add_listener("a_channel", on_notify)
+    other = await asyncpg.connect(url)
+    status = await other.execute("NOTIFY /*t:a_notify*/ a_channel, 'hello ☃'")
+    rec.ran("/*t:a_notify*/", status, protocol="simple")
+    await other.close()
+    rec.result("notification", await asyncio.wait_for(received.get(), 10))
+    await conn.remove_listener("a_channel", on_notify)
+
     # Large result through the binary codecs.
     rows = await conn.fetch("SELECT /*t:a_large*/ g, md5(g::text) FROM generate_series(1, 100000) g")
     rec.ran("/*t:a_large*/", command="SELECT", rows=len(rows), protocol="extended")

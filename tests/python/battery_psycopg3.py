@@ -24,7 +24,8 @@ def status(cur):
 
 
 def main(dsn):
-    rec = Recorder("psycopg3")
+    # With prepare_threshold=0 every statement is Parse/Bind/Execute, except COPY (a Query).
+    rec = Recorder("psycopg3", protocol="extended")
     conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=0)
     rec.result("server_encoding", conn.info.parameter_status("server_encoding"))
     cur = conn.cursor()
@@ -107,19 +108,19 @@ def main(dsn):
     with cur.copy("COPY /*t:p3_copy_in*/ p3_items (id, name) FROM STDIN") as copy:
         for i in range(1000, 1100):
             copy.write_row((i, f"copied {i}"))
-    rec.ran("/*t:p3_copy_in*/", status(cur))
+    rec.ran("/*t:p3_copy_in*/", status(cur), protocol="simple")
     with cur.copy("COPY /*t:p3_copy_bin_in*/ p3_items (id, amount) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(["int4", "numeric"])
         for i in range(2000, 2010):
             copy.write_row((i, decimal.Decimal("1.5") * i))
-    rec.ran("/*t:p3_copy_bin_in*/", status(cur))
+    rec.ran("/*t:p3_copy_bin_in*/", status(cur), protocol="simple")
     out = []
     with cur.copy("COPY (SELECT /*t:p3_copy_out*/ id, name, amount FROM p3_items ORDER BY id) "
                   "TO STDOUT") as copy:
         for row in copy.rows():
             out.append(row)
     # psycopg keeps no status after COPY TO; the server's tag is "COPY <rows sent>".
-    rec.ran("/*t:p3_copy_out*/", command="COPY", rows=len(out))
+    rec.ran("/*t:p3_copy_out*/", command="COPY", rows=len(out), protocol="simple")
     rec.result("copy_out", [len(out), out[:3], out[-3:]])
 
     # A server-side (named) cursor: DECLARE, then FETCHes of 500.

@@ -219,8 +219,9 @@ impl ConnParams {
             .env("PGUSER", &self.user)
             .env("PGSSLMODE", &self.sslmode)
             .env("PGCONNECT_TIMEOUT", "10")
-            // No ~/.pgpass fallback: a wrong password must reach the server.
-            .env("PGPASSFILE", "/dev/null");
+            // No ~/.pgpass fallback: a wrong password must reach the server. (A path that does not
+            // exist: libpq warns about /dev/null not being a plain file.)
+            .env("PGPASSFILE", "/nonexistent/pgshape-tests/pgpass");
         match &self.password {
             Some(p) => cmd.env("PGPASSWORD", p),
             None => cmd.env_remove("PGPASSWORD"),

@@ -84,6 +84,13 @@ impl PgCluster {
         })
     }
 
+    /// A second shared cluster with `ssl = on` (see [`PgClusterBuilder::ssl`]), started on first
+    /// use, for upstream-TLS tests; it accepts plain connections too.
+    pub fn shared_ssl() -> &'static PgCluster {
+        static SHARED_SSL: OnceLock<PgCluster> = OnceLock::new();
+        SHARED_SSL.get_or_init(|| PgCluster::builder().ssl(true).start())
+    }
+
     fn create(options: PgClusterBuilder) -> PgCluster {
         let bin = PgBin::get();
         let dir = tempfile::Builder::new()

@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -11,6 +12,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 #[derive(Debug, Clone)]
 pub struct ServerCert {
     dir: PathBuf,
+    /// Keeps the directory of a [`ServerCert::throwaway`] alive as long as any clone.
+    _owned: Option<Arc<tempfile::TempDir>>,
 }
 
 impl ServerCert {
@@ -37,6 +40,7 @@ impl ServerCert {
 
         let files = ServerCert {
             dir: dir.to_owned(),
+            _owned: None,
         };
         std::fs::write(files.ca_path(), ca_cert.pem()).expect("write root.crt");
         // The chain (leaf then CA) so clients that only trust the CA can build the path.
@@ -49,6 +53,20 @@ impl ServerCert {
         std::fs::set_permissions(files.key_path(), std::fs::Permissions::from_mode(0o600))
             .expect("chmod server.key");
         files
+    }
+
+    /// A fresh CA and server certificate in their own temp dir, removed when the last clone is
+    /// dropped (e.g. for pgshape's client-side TLS: `tls_cert`/`tls_key`).
+    pub fn throwaway() -> ServerCert {
+        let dir = tempfile::Builder::new()
+            .prefix("pgshape-cert-")
+            .tempdir()
+            .expect("create cert dir");
+        let cert = ServerCert::generate(dir.path());
+        ServerCert {
+            _owned: Some(Arc::new(dir)),
+            ..cert
+        }
     }
 
     /// The CA certificate: the root to trust for `verify-ca`/`verify-full`.

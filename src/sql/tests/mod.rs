@@ -3,3 +3,4 @@
 mod fingerprint;
 mod normalize;
 mod split;
+mod sqlparser_compat;

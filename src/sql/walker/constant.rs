@@ -1,7 +1,7 @@
 //! Recognizing constants: literals, signed numbers, typed literals, constant arrays, and the
 //! casts that go with them.
 
-use super::{INTERVAL_FIELDS, LITERAL_TYPES, PrevWord, Sink, Walker, one_of};
+use super::{INTERVAL_FIELDS, Kw, PrevWord, Sink, Walker, one_of};
 use crate::sql::lexer::{SignificantTokens, Token, TokenKind};
 
 impl<'a, S: Sink> Walker<'a, '_, S> {
@@ -9,6 +9,7 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
     pub(super) fn constant(
         &self,
         t: Token,
+        kw: Kw,
         toks: &mut SignificantTokens<'a>,
         sign_ok: bool,
         prev_word: PrevWord,
@@ -38,30 +39,19 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
                 }
                 n.end
             }
-            TokenKind::Ident => {
-                if text.eq_ignore_ascii_case(b"null") {
-                    if prev_word != PrevWord::Other {
-                        return None;
-                    }
-                    t.end
-                } else if text.eq_ignore_ascii_case(b"true") || text.eq_ignore_ascii_case(b"false")
-                {
-                    if matches!(prev_word, PrevWord::Is | PrevWord::IsNot) {
-                        return None;
-                    }
-                    t.end
-                } else if text.eq_ignore_ascii_case(b"array") {
+            TokenKind::Ident => match kw {
+                Kw::Null if prev_word == PrevWord::Other => t.end,
+                Kw::Bool if !matches!(prev_word, PrevWord::Is | PrevWord::IsNot) => t.end,
+                Kw::Array => {
                     let open = ahead.next()?;
                     if !self.is_punct(open, b"[") {
                         return None;
                     }
                     self.constant_array(&mut ahead)?
-                } else if one_of(text, LITERAL_TYPES) {
-                    self.typed_literal(text, &mut ahead)?
-                } else {
-                    return None;
                 }
-            }
+                Kw::LiteralType => self.typed_literal(text, &mut ahead)?,
+                _ => return None,
+            },
             _ => return None,
         };
         let end = self.skip_casts(&mut ahead, end);
@@ -81,7 +71,7 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
             if self.is_punct(t, b"[") {
                 self.constant_array(toks)?;
             } else {
-                self.constant(t, toks, true, PrevWord::Other)?;
+                self.constant(t, self.kw(t), toks, true, PrevWord::Other)?;
             }
             let sep = toks.next()?;
             if self.is_punct(sep, b"]") {

@@ -53,7 +53,7 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
             let mut probe = *toks;
             probe.next();
             let lone = self
-                .constant(t, &mut probe, true, PrevWord::Other)
+                .constant(t, self.kw(t), &mut probe, true, PrevWord::Other)
                 .filter(|_| {
                     probe
                         .peek()

@@ -10,8 +10,10 @@ use std::ops::Range;
 
 mod command;
 mod constant;
+mod keyword;
 mod list;
 
+use self::keyword::Kw;
 use super::lexer::{SignificantTokens, Token, TokenKind};
 
 /// Receives the normalized token stream.
@@ -45,92 +47,6 @@ enum PrevWord {
     IsNot,
     Not,
 }
-
-/// Keywords after which `-1` is a negative number, not a subtraction.
-const SIGN_KEYWORDS: &[&[u8]] = &[
-    b"select",
-    b"where",
-    b"and",
-    b"or",
-    b"not",
-    b"then",
-    b"else",
-    b"when",
-    b"limit",
-    b"offset",
-    b"between",
-    b"case",
-    b"return",
-    b"having",
-    b"on",
-    b"distinct",
-    b"all",
-    b"by",
-    b"like",
-    b"ilike",
-    b"escape",
-    b"first",
-    b"next",
-    b"returning",
-];
-
-/// Type names that form a typed literal with a following string: `DATE '2024-01-01'`.
-const LITERAL_TYPES: &[&[u8]] = &[
-    b"date",
-    b"time",
-    b"timestamp",
-    b"timestamptz",
-    b"timetz",
-    b"interval",
-    b"int",
-    b"int2",
-    b"int4",
-    b"int8",
-    b"integer",
-    b"smallint",
-    b"bigint",
-    b"numeric",
-    b"decimal",
-    b"real",
-    b"float",
-    b"float4",
-    b"float8",
-    b"bool",
-    b"boolean",
-    b"text",
-    b"varchar",
-    b"char",
-    b"bpchar",
-    b"bytea",
-    b"uuid",
-    b"json",
-    b"jsonb",
-    b"inet",
-    b"cidr",
-    b"macaddr",
-    b"money",
-    b"xml",
-    b"oid",
-    b"regclass",
-    b"tsquery",
-    b"tsvector",
-    b"point",
-];
-
-/// Words of `FETCH`/`MOVE` that are not the cursor name.
-const FETCH_KEYWORDS: &[&[u8]] = &[
-    b"next",
-    b"prior",
-    b"first",
-    b"last",
-    b"absolute",
-    b"relative",
-    b"all",
-    b"forward",
-    b"backward",
-    b"from",
-    b"in",
-];
 
 /// Interval field words that may follow an interval literal: `INTERVAL '1' DAY TO SECOND`.
 const INTERVAL_FIELDS: &[&[u8]] = &[
@@ -206,14 +122,15 @@ impl<'a, 's, S: Sink> Walker<'a, 's, S> {
         let at_start = std::mem::replace(&mut self.stmt_start, false);
         let prev_word = std::mem::replace(&mut self.prev_word, PrevWord::Other);
         let sign_ok = self.prev == Prev::Operator;
-        if let Some(end) = self.constant(t, toks, sign_ok, prev_word) {
+        let kw = self.kw(t);
+        if let Some(end) = self.constant(t, kw, toks, sign_ok, prev_word) {
             self.sink.placeholder(t.start..end);
             self.prev = Prev::Operand;
             return;
         }
         let text = self.text(t);
         match t.kind {
-            TokenKind::Ident => self.ident(t, toks, at_start, prev_word),
+            TokenKind::Ident => self.ident(t, kw, toks, at_start, prev_word),
             TokenKind::QuotedIdent if self.cursor_stmt => {
                 self.sink.placeholder(t.range());
                 self.prev = Prev::Operand;
@@ -238,19 +155,29 @@ impl<'a, 's, S: Sink> Walker<'a, 's, S> {
         }
     }
 
+    /// The keyword class of `t` (`Other` unless it is an unquoted identifier).
+    #[inline]
+    fn kw(&self, t: Token) -> Kw {
+        if t.kind == TokenKind::Ident {
+            Kw::of(self.text(t))
+        } else {
+            Kw::Other
+        }
+    }
+
     fn ident(
         &mut self,
         t: Token,
+        kw: Kw,
         toks: &mut SignificantTokens<'a>,
         at_start: bool,
         prev_word: PrevWord,
     ) {
-        let text = self.text(t);
         if at_start && self.statement_command(t, toks) {
             return;
         }
         if self.cursor_stmt {
-            if one_of(text, FETCH_KEYWORDS) {
+            if kw.is_fetch() {
                 self.sink.word(self.sql, t);
                 self.prev = Prev::Operator;
             } else {
@@ -259,39 +186,36 @@ impl<'a, 's, S: Sink> Walker<'a, 's, S> {
             }
             return;
         }
-        let next = toks.peek();
-        let opens = |p: &[u8]| next.is_some_and(|n| self.is_punct(n, p));
-        if text.eq_ignore_ascii_case(b"in") && opens(b"(") {
-            self.sink.word(self.sql, t);
-            self.open_list(toks, b")");
-            return;
-        }
-        if text.eq_ignore_ascii_case(b"array") && opens(b"[") {
-            self.sink.word(self.sql, t);
-            self.open_list(toks, b"]");
-            return;
-        }
-        if text.eq_ignore_ascii_case(b"values") && opens(b"(") {
-            self.sink.word(self.sql, t);
-            self.rows(toks);
-            return;
+        let opens = |p: &[u8]| toks.peek().is_some_and(|n| self.is_punct(n, p));
+        match kw {
+            Kw::In if opens(b"(") => {
+                self.sink.word(self.sql, t);
+                self.open_list(toks, b")");
+                return;
+            }
+            Kw::Array if opens(b"[") => {
+                self.sink.word(self.sql, t);
+                self.open_list(toks, b"]");
+                return;
+            }
+            Kw::Values if opens(b"(") => {
+                self.sink.word(self.sql, t);
+                self.rows(toks);
+                return;
+            }
+            _ => {}
         }
         self.sink.word(self.sql, t);
-        self.prev = if one_of(text, SIGN_KEYWORDS) {
+        self.prev = if kw.is_sign() {
             Prev::Operator
         } else {
             Prev::Operand
         };
-        self.prev_word = if text.eq_ignore_ascii_case(b"is") {
-            PrevWord::Is
-        } else if text.eq_ignore_ascii_case(b"not") {
-            if prev_word == PrevWord::Is {
-                PrevWord::IsNot
-            } else {
-                PrevWord::Not
-            }
-        } else {
-            PrevWord::Other
+        self.prev_word = match kw {
+            Kw::Is => PrevWord::Is,
+            Kw::Not if prev_word == PrevWord::Is => PrevWord::IsNot,
+            Kw::Not => PrevWord::Not,
+            _ => PrevWord::Other,
         };
     }
 }
