@@ -234,7 +234,7 @@ fn psql_ctrl_c_cancels_through_the_proxy() {
         cmd.env_remove(var);
     }
     let mut child = cmd
-        .env("PGPASSFILE", "/dev/null")
+        .env("PGPASSFILE", "/nonexistent/pgshape-tests/pgpass")
         .args([
             "-X",
             "-d",
@@ -335,7 +335,7 @@ fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_completes()
     let proxy = ProxyUnderTest::start(cluster);
     let conn = proxy.route(&db.user(AuthUser::Md5));
     let mut child = Command::new(PgBin::get().tool("psql"))
-        .env("PGPASSFILE", "/dev/null")
+        .env("PGPASSFILE", "/nonexistent/pgshape-tests/pgpass")
         .env_remove("PGSERVICE")
         .args([
             "-X",

@@ -9,9 +9,9 @@ use super::*;
 
 #[test]
 fn large_results_and_copy_cross_tls_on_both_sides() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = both_sides_tls(&certs);
     let conn = proxy.route(&db.user(AuthUser::Md5)).sslmode("require");
 

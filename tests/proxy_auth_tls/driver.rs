@@ -25,12 +25,12 @@ pub(crate) async fn tls_driver_connect(
 #[test]
 fn driver_over_tls_on_both_sides_gets_28000_then_works_without_channel_binding() {
     use tokio_postgres::config::ChannelBinding;
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = both_sides_tls(&certs);
     let conn = proxy.route(&db.user(AuthUser::Scram));
-    let ca = certs.cert.ca_path();
+    let ca = certs.ca_path();
     block_on(async {
         let error = tls_driver_connect(&conn, &ca, ChannelBinding::Prefer)
             .await
@@ -66,13 +66,13 @@ fn driver_over_client_tls_with_a_plain_upstream_binds_nothing_and_works() {
     use tokio_postgres::config::ChannelBinding;
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = ProxyUnderTest::start_with(cluster, |c| terminate_tls(c, &certs));
     let sql = upstream_ssl_sql("driver client tls");
     for user in [AuthUser::Scram, AuthUser::Md5] {
         let conn = proxy.route(&db.user(user));
         block_on(async {
-            let client = tls_driver_connect(&conn, &certs.cert.ca_path(), ChannelBinding::Prefer)
+            let client = tls_driver_connect(&conn, &certs.ca_path(), ChannelBinding::Prefer)
                 .await
                 .expect("log in over TLS");
             let row = client.query_one(&sql, &[]).await.expect("query");
