@@ -54,6 +54,7 @@ async fn graceful_shutdown_lets_the_running_statement_finish() {
     assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error}");
     assert!(client.is_closed());
     let (took, _proxy) = shutdown.await.expect("join");
+    eprintln!("timing graceful_shutdown_lets_the_running_statement_finish: {took:?}");
     assert!(
         took < Duration::from_secs(3),
         "shutdown waited {took:?}, not just for the statement"
@@ -80,6 +81,7 @@ async fn shutdown_closes_idle_sessions_promptly() {
     idle.simple_query("SELECT 1").await.expect("warm up");
 
     let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
+    eprintln!("timing shutdown_closes_idle_sessions_promptly: {took:?}");
     assert!(
         took < Duration::from_secs(1),
         "idle sessions held shutdown for {took:?}"
@@ -110,6 +112,7 @@ async fn shutdown_grace_period_bounds_a_long_statement() {
     blocking(move || wait_until_running(cluster, &dbname, "/*too long*/")).await;
 
     let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
+    eprintln!("timing shutdown_grace_period_bounds_a_long_statement: {took:?}");
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_millis(1_500),
         "shutdown took {took:?} with a 500 ms grace period"
@@ -135,6 +138,9 @@ async fn shutdown_does_not_wait_for_clients_that_never_sent_a_startup_packet() {
     // Let the acceptor hand it to a worker.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
+    eprintln!(
+        "timing shutdown_does_not_wait_for_clients_that_never_sent_a_startup_packet: {took:?}"
+    );
     assert!(
         took < Duration::from_secs(1),
         "a silent connection held shutdown for {took:?}"
