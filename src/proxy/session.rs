@@ -56,6 +56,8 @@ struct SessionState {
     tracker: Tracker,
     phase: Phase,
     server_tls: bool,
+    /// The BackendKeyData body (process id, secret key), to cancel a statement on shutdown.
+    cancel_key: Option<Vec<u8>>,
 }
 
 /// Serves one accepted connection to its end. Never panics on peer input; every failure is
@@ -446,6 +448,9 @@ impl FrameHandler for ServerFrames<'_> {
                 });
             }
             BackendMessage::ReadyForQuery { .. } => state.phase = Phase::Ready,
+            BackendMessage::BackendKeyData => {
+                state.cancel_key = Some(crate::protocol::frame::body(frame).to_vec());
+            }
             _ => {}
         }
         Ok(match state.tracker.on_server_message(&message, now) {
@@ -476,7 +481,7 @@ impl FrameHandler for ServerFrames<'_> {
 enum Ended {
     Client(Result<PumpEnd, PumpError>),
     Server(Result<PumpEnd, PumpError>),
-    Shutdown,
+    Shutdown(Drain),
 }
 
 async fn relay(
@@ -529,6 +534,7 @@ async fn relay(
         ),
         phase: Phase::Authenticating,
         server_tls: server.is_tls(),
+        cancel_key: None,
     });
     let max_frame = shared.config.max_frame_size;
     let mut client_frames = ClientFrames {
@@ -549,7 +555,7 @@ async fn relay(
             tokio::select! {
                 r = pump::run(Side::Client, &mut client_read, &mut server_write, leftover, max_frame, &mut client_frames) => Ended::Client(r),
                 r = pump::run(Side::Server, &mut server_read, &mut client_write, first_answer, max_frame, &mut server_frames) => Ended::Server(r),
-                () = drained(&state, &mut shutdown) => Ended::Shutdown,
+                drain = drained(&state, &mut shutdown, shared.config.shutdown_grace()) => Ended::Shutdown(drain),
             }
         })
     });
@@ -561,13 +567,26 @@ async fn relay(
             None
         }
         Ended::Server(Ok(_)) => None,
-        Ended::Shutdown => {
+        Ended::Shutdown(drain) => {
+            let cancel_key = state.borrow().cancel_key.clone();
+            if let (Drain::GraceOver, Some(key)) = (drain, cancel_key) {
+                // The statement still running would otherwise go on in the backend after its
+                // client is gone: cancel it as the client's own Ctrl-C would.
+                tracing::warn!("shutdown grace period over; cancelling the running statement");
+                forward_cancel(&cancel_request(&key), shared).await;
+            }
+            let hint = match drain {
+                Drain::Idle => "pgshape is shutting down",
+                Drain::GraceOver => {
+                    "pgshape is shutting down; the running statement was cancelled at the end of the grace period"
+                }
+            };
             let _ = client
                 .write_all_flush(&encode::error_response(
                     "FATAL",
                     "57P01",
                     "terminating connection due to administrator command",
-                    Some("pgshape is shutting down"),
+                    Some(hint),
                 ))
                 .await;
             let _ = server.write_all_flush(&encode::terminate()).await;
@@ -597,18 +616,45 @@ async fn relay(
     Ok(())
 }
 
+/// How a session's shutdown wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Nothing was in flight: close now.
+    Idle,
+    /// Requests were still in flight when the grace period ended.
+    GraceOver,
+}
+
 /// Completes once shutdown was requested and the session has no request in flight, so a
-/// running statement is never cut off by a graceful shutdown.
-async fn drained(state: &RefCell<SessionState>, shutdown: &mut watch::Receiver<bool>) {
+/// running statement is not cut off by a graceful shutdown — or when `grace` has passed.
+async fn drained(
+    state: &RefCell<SessionState>,
+    shutdown: &mut watch::Receiver<bool>,
+    grace: Duration,
+) -> Drain {
     while !*shutdown.borrow_and_update() {
         if shutdown.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }
+    let deadline = tokio::time::Instant::now() + grace;
     loop {
         if state.borrow().tracker.is_idle() {
-            return;
+            return Drain::Idle;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Drain::GraceOver;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A CancelRequest for the backend whose BackendKeyData body (process id and secret key) is
+/// `key`.
+fn cancel_request(key: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(8 + key.len());
+    packet.extend_from_slice(&((8 + key.len()) as u32).to_be_bytes());
+    packet.extend_from_slice(&80_877_102i32.to_be_bytes());
+    packet.extend_from_slice(key);
+    packet
 }
