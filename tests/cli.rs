@@ -111,3 +111,22 @@ fn demo_catches_the_incident_shape_and_cleans_up() {
         "throw-away server directory left behind: {dir}"
     );
 }
+
+#[test]
+fn example_config_parses_and_matches_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pgshape.example.toml");
+    let config = pgshape::config::Config::from_file(&path).expect("example config is valid");
+    let defaults = pgshape::config::Config::default();
+    assert_eq!(config.listen, defaults.listen);
+    assert_eq!(config.max_frame_size, defaults.max_frame_size);
+    assert_eq!(
+        config.stats.max_fingerprints,
+        defaults.stats.max_fingerprints
+    );
+    assert_eq!(
+        config.stats.histogram_buckets_ms,
+        defaults.stats.histogram_buckets_ms
+    );
+    assert_eq!(config.rules, defaults.rules);
+    config.stats.validate().expect("valid [stats]");
+}
