@@ -311,4 +311,8 @@ impl UniquenessOracle for CatalogOracle {
     fn estimated_rows(&self, database: &str, table: &TableRef) -> Option<u64> {
         self.lookup(database)?.table(table)?.estimated_rows
     }
+
+    fn as_catalog(self: Arc<Self>) -> Option<Arc<CatalogOracle>> {
+        Some(self)
+    }
 }

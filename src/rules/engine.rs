@@ -200,9 +200,10 @@ impl RuleEngine {
         }
     }
 
-    /// Uses `oracle` to judge fan-out and table sizes. For a [`CatalogOracle`] prefer
-    /// [`RuleEngine::with_catalog`], which also enables `POST /api/rules/refresh-schema`.
+    /// Uses `oracle` to judge fan-out and table sizes; a [`CatalogOracle`] is also reachable
+    /// through [`RuleEngine::catalog`] (on-demand refresh).
     pub fn with_oracle(mut self, oracle: Arc<dyn UniquenessOracle>) -> RuleEngine {
+        self.catalog = oracle.clone().as_catalog();
         self.oracle = oracle;
         self
     }

@@ -51,6 +51,11 @@ pub trait UniquenessOracle: Send + Sync + std::fmt::Debug {
     fn estimated_rows(&self, _database: &str, _table: &TableRef) -> Option<u64> {
         None
     }
+
+    /// This oracle as the catalog oracle, if it is one (for on-demand refresh and reporting).
+    fn as_catalog(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<super::CatalogOracle>> {
+        None
+    }
 }
 
 /// The documented fallback when there is no catalog, following ORM naming conventions:
