@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::{DashMap, DashSet};
@@ -60,6 +61,8 @@ pub struct TableInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub tables: HashMap<(String, String), TableInfo>,
+    /// Distinct for every snapshot loaded by one oracle (1, 2, …).
+    pub generation: u64,
 }
 
 impl Snapshot {
@@ -89,6 +92,7 @@ pub struct CatalogOracle {
     /// When a database's last load failed: it is not queued again before the refresh interval
     /// (a role without access would otherwise be retried, and logged, every second).
     failed: DashMap<String, Instant>,
+    loads: AtomicU64,
     refresh_every: Duration,
 }
 
@@ -133,6 +137,7 @@ impl CatalogOracle {
             snapshots: DashMap::new(),
             wanted: DashSet::new(),
             failed: DashMap::new(),
+            loads: AtomicU64::new(0),
             refresh_every,
         })
     }
@@ -147,7 +152,8 @@ impl CatalogOracle {
     /// # Errors
     /// When connecting or querying fails; the previous snapshot stays.
     pub async fn refresh(&self, database: &str) -> Result<(), CatalogError> {
-        let snapshot = self.load(database).await?;
+        let mut snapshot = self.load(database).await?;
+        snapshot.generation = self.loads.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(database, tables = snapshot.tables.len(), "catalog loaded");
         self.snapshots
             .insert(database.to_owned(), Arc::new(snapshot));
@@ -310,5 +316,13 @@ impl UniquenessOracle for CatalogOracle {
 
     fn estimated_rows(&self, database: &str, table: &TableRef) -> Option<u64> {
         self.lookup(database)?.table(table)?.estimated_rows
+    }
+
+    fn generation(&self, database: &str) -> u64 {
+        self.snapshots.get(database).map_or(0, |s| s.generation)
+    }
+
+    fn as_catalog(self: Arc<Self>) -> Option<Arc<CatalogOracle>> {
+        Some(self)
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::catalog::{CatalogError, CatalogOracle};
 use super::matcher::Subject;
 use super::metrics::RuleMetrics;
-use super::oracle::{HeuristicOracle, OracleKind, UniquenessOracle};
+use super::oracle::{FanoutCache, HeuristicOracle, OracleKind, UniquenessOracle};
 use super::spec::{Rule, RuleLoadError, RuleSet};
 use super::state::ConnectionRuleState;
 use super::{Action, Mode, RulesConfig, Severity};
@@ -135,6 +135,7 @@ pub struct RuleEngine {
     rules: RwLock<Arc<RuleSet>>,
     config: RwLock<RulesConfig>,
     facts: FactsCache,
+    fanout: FanoutCache,
     oracle: Arc<dyn UniquenessOracle>,
     catalog: Option<Arc<CatalogOracle>>,
     metrics: Option<RuleMetrics>,
@@ -152,6 +153,7 @@ impl RuleEngine {
         let rules = load(&config)?;
         Ok(RuleEngine {
             facts: FactsCache::new(config.facts_cache_size),
+            fanout: FanoutCache::new(config.facts_cache_size),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(config),
             oracle: Arc::new(HeuristicOracle),
@@ -191,6 +193,7 @@ impl RuleEngine {
     pub fn from_rule_set(rules: RuleSet) -> RuleEngine {
         RuleEngine {
             facts: FactsCache::new(RulesConfig::default().facts_cache_size),
+            fanout: FanoutCache::new(RulesConfig::default().facts_cache_size),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(RulesConfig::default()),
             oracle: Arc::new(HeuristicOracle),
@@ -200,9 +203,10 @@ impl RuleEngine {
         }
     }
 
-    /// Uses `oracle` to judge fan-out and table sizes. For a [`CatalogOracle`] prefer
-    /// [`RuleEngine::with_catalog`], which also enables `POST /api/rules/refresh-schema`.
+    /// Uses `oracle` to judge fan-out and table sizes; a [`CatalogOracle`] is also reachable
+    /// through [`RuleEngine::catalog`] (on-demand refresh).
     pub fn with_oracle(mut self, oracle: Arc<dyn UniquenessOracle>) -> RuleEngine {
+        self.catalog = oracle.clone().as_catalog();
         self.oracle = oracle;
         self
     }
@@ -322,11 +326,10 @@ impl RuleEngine {
             None
         };
         let subject = Subject::new(
-            stmt.sql,
-            stmt.fingerprint,
-            stmt.database,
+            stmt,
             facts.as_deref(),
             self.oracle.as_ref(),
+            &self.fanout,
             repeats,
             now,
         );

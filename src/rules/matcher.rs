@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::engine::StatementInput;
 use super::glob::glob_match;
-use super::oracle::{Fanout, OracleKind, UniquenessOracle, judge};
+use super::oracle::{Fanout, FanoutCache, OracleKind, UniquenessOracle};
 use super::state::Repeats;
 use crate::sql::Fingerprint;
 use crate::sql::analysis::{Facts, StatementKind, ValueFacts, scan_values};
@@ -235,6 +236,7 @@ pub struct Subject<'a> {
     pub database: &'a str,
     pub facts: Option<&'a Facts>,
     pub oracle: &'a dyn UniquenessOracle,
+    pub fanout_cache: &'a FanoutCache,
     pub repeats: Option<&'a Repeats>,
     pub now: Instant,
     fanout: OnceCell<Fanout>,
@@ -244,20 +246,20 @@ pub struct Subject<'a> {
 
 impl<'a> Subject<'a> {
     pub fn new(
-        sql: &'a [u8],
-        fingerprint: Fingerprint,
-        database: &'a str,
+        stmt: &StatementInput<'a>,
         facts: Option<&'a Facts>,
         oracle: &'a dyn UniquenessOracle,
+        fanout_cache: &'a FanoutCache,
         repeats: Option<&'a Repeats>,
         now: Instant,
     ) -> Subject<'a> {
         Subject {
-            sql,
-            fingerprint,
-            database,
+            sql: stmt.sql,
+            fingerprint: stmt.fingerprint,
+            database: stmt.database,
             facts,
             oracle,
+            fanout_cache,
             repeats,
             now,
             fanout: OnceCell::new(),
@@ -267,8 +269,10 @@ impl<'a> Subject<'a> {
     }
 
     fn fanout(&self, facts: &Facts) -> &Fanout {
-        self.fanout
-            .get_or_init(|| judge(facts, self.database, self.oracle))
+        self.fanout.get_or_init(|| {
+            self.fanout_cache
+                .get_or_judge(self.fingerprint, self.database, facts, self.oracle)
+        })
     }
 
     fn values(&self) -> &ValueFacts {

@@ -164,3 +164,32 @@ fn very_long_or_chains_do_not_exhaust_a_worker_stack() {
     let result = handle.join().expect("no stack overflow");
     assert!(matches!(result, Ok(true) | Err(_)));
 }
+
+use proptest::prelude::*;
+
+const WORDS: &[&str] = &[
+    "SELECT", "DISTINCT", "FROM", "JOIN", "ON", "WHERE", "IN", "NOT", "LIKE", "OFFSET", "LIMIT",
+    "(", ")", ",", "=", "'%x'", "$1", "1", "ARRAY[", "]", "AND", "OR", ".", "*", "EXISTS", "UNION",
+    ";", "--", "/*", "\"q\"",
+];
+
+proptest! {
+    /// Fail open: whatever bytes arrive, analysis and the value scan return, never panic.
+    #[test]
+    fn arbitrary_input_never_panics(
+        parts in prop::collection::vec(
+            prop_oneof![
+                "[a-z_]{1,8}",
+                prop::sample::select(WORDS).prop_map(str::to_owned),
+            ],
+            0..40,
+        ),
+        raw in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let sql = parts.join(" ");
+        let _ = analyze(sql.as_bytes());
+        let _ = scan_values(sql.as_bytes());
+        let _ = analyze(&raw);
+        let _ = scan_values(&raw);
+    }
+}
