@@ -6,10 +6,12 @@
 //! and no connection ever migrates between cores (measured before writing this: a relay on
 //! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
 
+mod frames;
 pub mod intercept;
 pub mod metrics;
 pub mod pump;
 mod session;
+mod startup;
 pub mod stream;
 pub mod tls;
 pub mod tracker;
