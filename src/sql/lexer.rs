@@ -199,7 +199,18 @@ fn find2(s: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
 /// First index `>= from` of a byte equal to `a`.
 #[inline]
 pub(crate) fn find1(s: &[u8], from: usize, a: u8) -> Option<usize> {
-    find2(s, from, a, a)
+    let pa = ONES * u64::from(a);
+    let mut i = from;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let hits = zero_bytes(u64::from_le_bytes(w) ^ pa);
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s.get(i..)?.iter().position(|&x| x == a).map(|p| i + p)
 }
 
 /// Iterator over the tokens of `sql`, trivia included. Cheap to copy, so callers peek ahead by
