@@ -15,6 +15,8 @@
 
 use std::ops::Range;
 
+use super::bytes::{find1, find2};
+
 /// What a token is. Literal kinds are kept apart so callers can tell them apart when they need to
 /// (the fingerprint treats all of them as one placeholder class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,55 +164,6 @@ static CLASS: [u8; 256] = {
 #[inline]
 fn class(b: u8) -> u8 {
     CLASS[b as usize]
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = ONES * 0x80;
-
-/// High bit set in each byte of `x` that is zero (exact for the lowest such byte, which is all
-/// the callers use).
-#[inline]
-fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
-/// First index `>= from` of a byte equal to `a` or `b`, eight bytes at a time: literals and
-/// comments (a sqlcommenter tag is a few hundred bytes) are scanned for their end this way.
-#[inline]
-fn find2(s: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
-    let (pa, pb) = (ONES * u64::from(a), ONES * u64::from(b));
-    let mut i = from;
-    while i + 8 <= s.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[i..i + 8]);
-        let w = u64::from_le_bytes(w);
-        let hits = zero_bytes(w ^ pa) | zero_bytes(w ^ pb);
-        if hits != 0 {
-            return Some(i + (hits.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    s.get(i..)?
-        .iter()
-        .position(|&x| x == a || x == b)
-        .map(|p| i + p)
-}
-
-/// First index `>= from` of a byte equal to `a`.
-#[inline]
-pub(crate) fn find1(s: &[u8], from: usize, a: u8) -> Option<usize> {
-    let pa = ONES * u64::from(a);
-    let mut i = from;
-    while i + 8 <= s.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[i..i + 8]);
-        let hits = zero_bytes(u64::from_le_bytes(w) ^ pa);
-        if hits != 0 {
-            return Some(i + (hits.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    s.get(i..)?.iter().position(|&x| x == a).map(|p| i + p)
 }
 
 /// Iterator over the tokens of `sql`, trivia included. Cheap to copy, so callers peek ahead by

@@ -13,6 +13,7 @@
 //! - [`commenter`]: the sqlcommenter tags (route, controller, traceparent) of a statement.
 
 pub mod analysis;
+mod bytes;
 mod cache;
 pub mod commenter;
 mod fingerprint;

@@ -9,7 +9,8 @@
 
 use std::ops::Range;
 
-use super::lexer::{Lexer, TokenKind, find1};
+use super::bytes::find1;
+use super::lexer::{Lexer, TokenKind};
 
 /// The statements of `sql` in order, as byte ranges, for `for range in split_statements(sql)`.
 ///

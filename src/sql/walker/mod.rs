@@ -113,10 +113,38 @@ impl<'a, 's, S: Sink> Walker<'a, 's, S> {
 
     fn run(&mut self, mut toks: SignificantTokens<'a>) {
         while let Some(t) = toks.next() {
+            // Fast path for the most frequent tokens, which no rule looks at: quoted
+            // identifiers and punctuation other than `;` (none of them starts a constant or a
+            // statement command).
+            if self.pending_semi.is_none() && !self.cursor_stmt {
+                let text = self.text(t);
+                let fast = match t.kind {
+                    TokenKind::QuotedIdent => {
+                        self.sink.word(self.sql, t);
+                        Some(Prev::Operand)
+                    }
+                    TokenKind::Punct if text != b";" => {
+                        self.sink.symbol(text, t.range());
+                        Some(if text == b")" || text == b"]" {
+                            Prev::Operand
+                        } else {
+                            Prev::Operator
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(prev) = fast {
+                    self.prev = prev;
+                    self.stmt_start = false;
+                    self.prev_word = PrevWord::Other;
+                    continue;
+                }
+            }
             self.token(t, &mut toks);
         }
     }
 
+    #[inline(never)]
     fn token(&mut self, t: Token, toks: &mut SignificantTokens<'a>) {
         if self.is_punct(t, b";") {
             self.pending_semi = Some(t.range());
