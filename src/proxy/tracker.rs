@@ -416,11 +416,16 @@ impl Tracker {
     }
 
     /// Pops the head of the FIFO and returns it with the time its work started: when it was
-    /// forwarded, or when the server finished the entry before it, whichever is later.
+    /// forwarded, or when the server finished the statement before it, whichever is later.
+    /// Only statement results move that mark: ParseComplete/BindComplete reach the proxy in the
+    /// same read as the Execute's result (the server flushes at Sync), so counting them as a
+    /// completion made every extended-protocol statement last zero nanoseconds.
     fn pop_front(&mut self, now: Instant) -> Option<(Entry, Instant)> {
         let entry = self.pending.pop_front()?;
         let start = entry.forwarded_at.max(self.last_completion);
-        self.last_completion = now;
+        if matches!(entry.expect, Expect::Completion { .. }) {
+            self.last_completion = now;
+        }
         Some((entry, start))
     }
 
