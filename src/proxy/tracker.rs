@@ -397,7 +397,6 @@ impl Tracker {
                         break;
                     }
                 }
-                self.last_completion = now;
                 if status == b'I' {
                     // Portals do not outlive their transaction.
                     self.portals.clear();
@@ -417,9 +416,10 @@ impl Tracker {
 
     /// Pops the head of the FIFO and returns it with the time its work started: when it was
     /// forwarded, or when the server finished the statement before it, whichever is later.
-    /// Only statement results move that mark: ParseComplete/BindComplete reach the proxy in the
-    /// same read as the Execute's result (the server flushes at Sync), so counting them as a
-    /// completion made every extended-protocol statement last zero nanoseconds.
+    /// Only statement results move that mark: ParseComplete/BindComplete, and the
+    /// CloseComplete/ReadyForQuery of a `Close`+`Sync` a driver sends ahead of its next query,
+    /// reach the proxy in the same read as the next result, so counting them as a completion
+    /// timed those statements at zero nanoseconds.
     fn pop_front(&mut self, now: Instant) -> Option<(Entry, Instant)> {
         let entry = self.pending.pop_front()?;
         let start = entry.forwarded_at.max(self.last_completion);
