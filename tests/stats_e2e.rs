@@ -406,3 +406,276 @@ fn normalized_matches(normalized: &str, template: &str) -> bool {
     b.dedup();
     a == b
 }
+
+const COMMENT: &str = "/*controller='shop%3Aorder-list',route='api/orders/',\
+     traceparent='00-ffd5290c2624aa12a22cfeff40faf8a6-8eb8ee514190b7c4-03'*/";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlcommenter_route_and_traceparent_reach_the_json_api() {
+    let run = Running::start(|_| {});
+    let client = run.client().await;
+    let plain = "SELECT id, name FROM item WHERE cat = 3 ORDER BY id LIMIT 5";
+    client.simple_query(plain).await.unwrap();
+    client
+        .simple_query(&format!(
+            "SELECT id, name FROM item WHERE cat = 4 ORDER BY id LIMIT 7 {COMMENT}"
+        ))
+        .await
+        .unwrap();
+    client
+        .execute(
+            &format!("SELECT id, name FROM item WHERE cat = $1 ORDER BY id LIMIT 9 {COMMENT}"),
+            &[&5i32],
+        )
+        .await
+        .unwrap();
+    let got = run.queries_settled(3);
+    assert_eq!(
+        got.len(),
+        1,
+        "with and without the comment is one shape: {got:#?}"
+    );
+    let row = got.values().next().unwrap();
+    assert_eq!(row["calls"], 3);
+    let routes = row["routes"].as_array().unwrap();
+    let find = |tag: &str| {
+        routes
+            .iter()
+            .find(|r| r["tag"] == tag)
+            .unwrap_or_else(|| panic!("no {tag} in {routes:?}"))
+    };
+    assert_eq!(find("route")["value"], "api/orders/");
+    assert_eq!(
+        find("controller")["value"],
+        "shop:order-list",
+        "URL-decoded"
+    );
+    assert_eq!(find("route")["count"], 2, "only the commented statements");
+    assert_eq!(
+        row["traceparent"],
+        "00-ffd5290c2624aa12a22cfeff40faf8a6-8eb8ee514190b7c4-03"
+    );
+    assert!(row["traceparent_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detail_histogram_percentiles_reset_and_bad_parameters() {
+    let run = Running::start(|_| {});
+    let client = run.client().await;
+    let mut rng = Rng(7);
+    for _ in 0..40 {
+        let id = rng.range(1, 300);
+        client
+            .query("SELECT id, name FROM item WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        // Literal and parameter forms of one sleeping shape.
+        if i % 2 == 0 {
+            client.simple_query("SELECT pg_sleep(0.2)").await.unwrap();
+        } else {
+            client
+                .query("SELECT pg_sleep($1)", &[&0.2f64])
+                .await
+                .unwrap();
+        }
+    }
+    let got = run.queries_settled(43);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for (fp, row) in &got {
+        let detail = run.json(&format!("/api/queries/{fp}"));
+        let entries = detail["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{detail:#}");
+        let e = &entries[0];
+        let buckets = e["histogram"].as_array().unwrap();
+        let sum: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(sum, row["calls"].as_u64().unwrap(), "{detail:#}");
+        for b in buckets {
+            assert!(b["lower_ms"].as_f64() <= b["upper_ms"].as_f64(), "{b}");
+        }
+        let p = |k: &str| e[k].as_f64().unwrap();
+        assert!(p("min_ms") <= p("p50_ms"), "{e:#}");
+        assert!(p("p50_ms") <= p("p95_ms"), "{e:#}");
+        assert!(p("p95_ms") <= p("p99_ms"), "{e:#}");
+        // The histogram's ≤ 1% relative error may put p99 a hair above the exact maximum.
+        assert!(p("p99_ms") <= p("max_ms") * 1.01, "{e:#}");
+        if row["query"].as_str().unwrap().contains("pg_sleep") {
+            assert_eq!(row["calls"], 3);
+            assert!(p("p50_ms") >= 200.0, "{e:#}");
+            assert!(p("min_ms") >= 200.0, "{e:#}");
+        } else {
+            assert_eq!(row["calls"], 40);
+            assert!(p("p50_ms") < 200.0, "{e:#}");
+        }
+    }
+    let sorted = run.json(&format!("/api/queries?sort=p95&database={}", run.dbname()));
+    assert!(
+        sorted[0]["query"].as_str().unwrap().contains("pg_sleep"),
+        "{sorted:#}"
+    );
+
+    for (path, parameter) in [
+        ("/api/queries?sort=bogus", "sort"),
+        ("/api/queries?limit=abc", "limit"),
+        ("/api/queries?limit=0", "limit"),
+        ("/api/queries/nothex", "fingerprint"),
+    ] {
+        let (status, body) = run.http("GET", path);
+        assert_eq!(status, 400, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["parameter"], parameter, "{path}: {body}");
+    }
+    let (status, _) = run.http("GET", "/api/queries/0123456789abcdef");
+    assert_eq!(status, 404);
+
+    let (status, body) = run.http("POST", "/api/queries/reset");
+    assert_eq!(status, 200, "{body}");
+    assert!(run.queries().is_empty());
+    assert_eq!(
+        run.json("/api/queries?limit=1000")
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+/// `promtool check metrics` on `text`; a missing promtool fails the test.
+fn promtool_check(text: &str) {
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "promtool not runnable ({e}); install it: apt-get install -y prometheus \
+             (.ci/run does this)"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejects /metrics:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Value of the first sample whose line starts with `prefix`.
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
+}
+
+/// The value of label `name` in a sample line.
+fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = start + line[start..].find('"')?;
+    Some(&line[start..end])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_series_stay_within_top_k() {
+    let run = Running::start(|c| c.stats.top_k = 5);
+    let client = run.client().await;
+    let mut rng = Rng(99);
+    let mut calls = 0;
+    for (i, template) in SHAPES.iter().take(20).enumerate() {
+        for round in 0..2 {
+            let (sql, params) = render(template, &mut rng, wire_for(i, round), 1, 300);
+            execute(&client, &sql, &params, wire_for(i, round)).await;
+            calls += 1;
+        }
+    }
+    // A quote, a backslash and a newline in the normalized text must be escaped in the label.
+    client
+        .simple_query("SELECT 'it''s' AS \"a\\b\nc\" FROM item WHERE id = 1")
+        .await
+        .unwrap();
+    calls += 1;
+    assert_eq!(run.queries_settled(calls).len(), 21);
+
+    let metrics = run.metrics();
+    promtool_check(&metrics);
+
+    let duration: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("pgshape_query_duration_seconds_bucket{"))
+        .collect();
+    assert!(!duration.is_empty(), "{metrics}");
+    let mut fingerprints = std::collections::BTreeSet::new();
+    for line in &duration {
+        fingerprints.insert(label(line, "fingerprint").unwrap());
+        assert_eq!(label(line, "database"), Some(run.dbname()), "{line}");
+        assert_eq!(label(line, "user"), Some("pgshape"), "{line}");
+    }
+    assert!(fingerprints.contains("other"), "{fingerprints:?}");
+    assert!(fingerprints.len() <= 6, "top 5 + other: {fingerprints:?}");
+    let count: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("pgshape_query_duration_seconds_count{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(count as u64, calls, "folding into other loses no call");
+
+    let info: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("pgshape_query_info{"))
+        .collect();
+    assert!(
+        info.iter()
+            .any(|l| label(l, "query") == Some("SELECT id, name FROM item WHERE id = $1")),
+        "{info:#?}"
+    );
+
+    for name in [
+        "pgshape_client_connections_total",
+        "pgshape_proxy_bytes_total{direction=\"client_to_server\"}",
+        "pgshape_proxy_bytes_total{direction=\"server_to_client\"}",
+        "pgshape_statements_total",
+    ] {
+        assert!(sample(&metrics, name) > 0.0, "{name} is zero:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_statistics_answer_404_and_the_proxy_still_relays() {
+    let run = Running::start(|c| c.stats.enabled = false);
+    let client = run.client().await;
+    let rows = client
+        .query("SELECT name FROM item WHERE id = $1", &[&7i32])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "item7");
+    let out = psql_query(&run.via(), "SELECT count(*) FROM item");
+    assert_eq!(out, "300");
+    for (method, path) in [
+        ("GET", "/api/queries"),
+        ("GET", "/api/queries/0123456789abcdef"),
+        ("POST", "/api/queries/reset"),
+    ] {
+        let (status, body) = run.http(method, path);
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert!(body.contains("enabled = false"), "{body}");
+    }
+    let metrics = run.metrics();
+    assert!(
+        !metrics.contains("pgshape_query_duration_seconds"),
+        "{metrics}"
+    );
+    promtool_check(&metrics);
+}
