@@ -98,7 +98,6 @@ impl Running {
         }
     }
 
-    #[allow(dead_code)]
     fn metrics(&self) -> String {
         let (status, body) = self.http("GET", "/metrics");
         assert_eq!(status, 200, "{body}");
