@@ -12,7 +12,7 @@
 #   RUNS=3               rounds
 #   CLIENTS="1 8"        client counts
 #   MODES="simple extended"
-#   TARGETS="direct pgshape pgbouncer"
+#   TARGETS="direct pgshape pgbouncer"   (also: pgshape-nostats, pgshape with [stats] enabled = false)
 #   SCALE=10             pgbench -i scale
 #   PGSHAPE_BIN=target/release/pgshape   (built with cargo build --release when missing)
 #   PGSHAPE_ARGS=""      extra flags for `pgshape serve`
@@ -81,10 +81,13 @@ wait_ready() { # port name
 WORK=$(mktemp -d /tmp/pgshape-bench-XXXXXX)
 chmod 755 "$WORK"
 PGSHAPE_PID=""
+PGSHAPE_NOSTATS_PID=""
 PGBOUNCER_PID=""
 cleanup() {
     set +e
     [ -n "$PGSHAPE_PID" ] && kill "$PGSHAPE_PID" 2>/dev/null && wait "$PGSHAPE_PID" 2>/dev/null
+    [ -n "$PGSHAPE_NOSTATS_PID" ] && kill "$PGSHAPE_NOSTATS_PID" 2>/dev/null \
+        && wait "$PGSHAPE_NOSTATS_PID" 2>/dev/null
     # Signal pgbouncer itself (its pidfile), not the runuser wrapper, which does not pass it on.
     if [ -f "$WORK/pgbouncer.pid" ]; then
         kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null
@@ -133,6 +136,20 @@ case " $TARGETS " in
         --admin off $PGSHAPE_ARGS >"$WORK/pgshape.log" 2>&1 &
     PGSHAPE_PID=$!
     wait_ready "${PORT[pgshape]}" pgshape
+    ;;
+esac
+
+case " $TARGETS " in
+*" pgshape-nostats "*)
+    # The same binary with per-fingerprint statistics off: the cost of statistics alone.
+    PORT[pgshape-nostats]=$(free_port)
+    printf '[stats]\nenabled = false\n' >"$WORK/nostats.toml"
+    log "starting pgshape without statistics on port ${PORT[pgshape-nostats]}"
+    # shellcheck disable=SC2086
+    "$PGSHAPE_BIN" serve --listen "127.0.0.1:${PORT[pgshape-nostats]}" --upstream "127.0.0.1:$PG_PORT" \
+        --admin off --config "$WORK/nostats.toml" $PGSHAPE_ARGS >"$WORK/pgshape-nostats.log" 2>&1 &
+    PGSHAPE_NOSTATS_PID=$!
+    wait_ready "${PORT[pgshape-nostats]}" pgshape-nostats
     ;;
 esac
 
@@ -210,6 +227,8 @@ if "pgshape" in targets and "pgbouncer" in targets:
     extra += ["pgshape/pgbouncer"]
 if "pgbouncer" in targets and "direct" in targets:
     extra += ["pgbouncer/direct"]
+if "pgshape" in targets and "pgshape-nostats" in targets:
+    extra += ["pgshape/pgshape-nostats"]
 lat_cols = [t for t in targets if t != "direct"] if "direct" in targets else []
 head += extra + [f"{t} +µs/stmt" for t in lat_cols]
 # Runs of one round ran back to back, so their ratio is the paired comparison; its spread

@@ -7,6 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pgshape::sql::lexer::Lexer;
 use pgshape::sql::{FingerprintCache, fingerprint, normalize, split_statements};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -33,6 +34,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(sql.len() as u64));
     g.bench_function("pgshape_lexer_fingerprint", |b| {
         b.iter(|| fingerprint(black_box(sql)))
+    });
+    g.bench_function("pgshape_lexer_tokens_only", |b| {
+        b.iter(|| Lexer::new(black_box(sql)).count())
     });
     g.bench_function("pgshape_split_and_fingerprint", |b| {
         b.iter(|| {

@@ -6,6 +6,11 @@
 //! read-lock is shared). Contended runs report throughput: ns per update = 1 / elements per
 //! second. On a machine with fewer cores than threads the threads time-share, so the
 //! throughput, not the per-thread time, is the number to read.
+//!
+//! Measured 2026-11-26 on the 2-core CI VM under a load average of ~7 (other builds running),
+//! so upper bounds: known shape 193 ns, with a Django sqlcommenter comment 261 ns; contended
+//! throughput same/distinct entry: 2 threads 6.9/8.6 M updates/s, 4 threads 6.5/10.9 M/s,
+//! 8 threads 4.2/12.2 M/s (145/116, 153/91, 238/82 ns per update).
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};

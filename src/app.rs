@@ -116,9 +116,11 @@ impl App {
             .map_err(AppError::Background)?;
         let router = admin_listener.is_some().then(|| {
             let reload_engine = rules.clone();
+            let rules_of = rules.clone();
             admin::router(AdminState {
                 stats: stats.clone(),
                 registry: registry.clone(),
+                rules_of: Some(Arc::new(move |fp| rules_of.rules_for_fingerprint(fp))),
             })
             .merge(crate::rules::api::router(rules.clone()))
             // The documented short form of /api/rules/reload.

@@ -13,6 +13,7 @@
 //! - [`rules`]: rule files, matching on analysis facts, and actions.
 //! - [`config`]: the settings every part reads, merged from flags, environment and a TOML file.
 //! - [`app`]: assembles all of the above from a config; what `pgshape serve` runs.
+//! - [`demo`]: `pgshape demo`, the incident reproduced against a throw-away PostgreSQL.
 //!
 //! `main.rs` is only the command line; everything else lives here so tests and benches use it.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod event;
 pub mod protocol;
 pub mod proxy;

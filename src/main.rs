@@ -25,9 +25,22 @@ struct Cli {
 enum Command {
     /// Run the proxy in front of a PostgreSQL server.
     Serve(Box<ServeArgs>),
+    /// Start a throw-away PostgreSQL with a demo shop, pgshape in front of it, and show the
+    /// incident's slow query shape being caught; runs until Ctrl-C.
+    Demo(DemoArgs),
     /// Check captured SQL against the rules (the staging guard for CI): SQL files, PostgreSQL
     /// logs or pgshape JSON statement logs; exits 1 on a hit at or above --fail-on.
     Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Orders to generate (ten items each).
+    #[arg(long, default_value_t = 50_000)]
+    orders: u32,
+    /// Exit after the demo instead of running until Ctrl-C.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args)]
@@ -163,10 +176,13 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Logs go to stderr: stdout belongs to command output (check reports, the demo).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -181,7 +197,23 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             serve(args.into_config()?).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Check(args) => check(args),
+        Command::Demo(args) => demo(args).map(|()| std::process::ExitCode::SUCCESS),
     }
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    init_logging("text", "warn");
+    let opts = pgshape::demo::DemoOptions {
+        orders: args.orders,
+        ..Default::default()
+    };
+    let demo = pgshape::demo::start(&opts, &mut std::io::stdout().lock())?;
+    if !args.once {
+        println!("pgshape demo running; Ctrl-C stops it and removes the throw-away server.");
+        wait_for_signals(demo.app())?;
+    }
+    demo.shutdown();
+    Ok(())
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -230,7 +262,7 @@ fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.log_format);
+    init_logging(&config.log_format, "info");
     let upstream = config.upstream.clone();
     let app = App::start(config).context("starting pgshape")?;
     tracing::info!(listen = %app.proxy_addr(), %upstream, admin = ?app.admin_addr(), "proxying");

@@ -85,3 +85,48 @@ fn bad_config_file_is_named() {
     assert!(err.contains("pgshape.toml"), "{err}");
     assert!(err.contains("no_such_key"), "{err}");
 }
+
+#[test]
+fn demo_catches_the_incident_shape_and_cleans_up() {
+    let out = pgshape(&["demo", "--once", "--orders", "3000"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(
+        text.contains("WARNING: pgshape rule distinct-over-fanout-join"),
+        "{text}"
+    );
+    assert!(text.contains("[fan-out judged by catalog]"), "{text}");
+    assert!(
+        text.contains("0 rule warnings, same 25 orders: yes"),
+        "{text}"
+    );
+    let dir = text
+        .split("(data in ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("demo names its data directory: {text}"));
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "throw-away server directory left behind: {dir}"
+    );
+}
+
+#[test]
+fn example_config_parses_and_matches_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pgshape.example.toml");
+    let config = pgshape::config::Config::from_file(&path).expect("example config is valid");
+    let defaults = pgshape::config::Config::default();
+    assert_eq!(config.listen, defaults.listen);
+    assert_eq!(config.max_frame_size, defaults.max_frame_size);
+    assert_eq!(
+        config.stats.max_fingerprints,
+        defaults.stats.max_fingerprints
+    );
+    assert_eq!(
+        config.stats.histogram_buckets_ms,
+        defaults.stats.histogram_buckets_ms
+    );
+    assert_eq!(config.rules, defaults.rules);
+    config.stats.validate().expect("valid [stats]");
+}

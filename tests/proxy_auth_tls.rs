@@ -8,6 +8,8 @@
 //! that then sends the `y` gs2 flag over a TLS upstream is told to use `channel_binding=disable`.
 //! Every cell of the README's matrix has a test here.
 
+#[path = "proxy_auth_tls/bulk.rs"]
+mod bulk;
 #[path = "proxy_auth_tls/driver.rs"]
 mod driver;
 #[path = "proxy_auth_tls/negotiation.rs"]
@@ -18,7 +20,6 @@ mod support;
 #[path = "proxy_auth_tls/tls_client.rs"]
 mod tls_client;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pgshape::config::Config;
@@ -32,28 +33,9 @@ const PASSWORD_USERS: [AuthUser; 3] = [AuthUser::Md5, AuthUser::Scram, AuthUser:
 /// psql `-A` prints it as `user|t`.
 const UPSTREAM_SSL: &str = "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
-/// An `ssl = on` cluster shared by this binary's upstream-TLS tests (stopped by its watchdog).
-fn ssl_cluster() -> &'static PgCluster {
-    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| PgCluster::builder().ssl(true).start())
-}
-
-/// A certificate for pgshape's client-facing TLS, from a CA of its own.
-struct Certs {
-    /// Removed on drop, so the files live as long as the test needs them.
-    _dir: tempfile::TempDir,
-    cert: ServerCert,
-}
-
-fn new_certs() -> Certs {
-    let dir = tempfile::tempdir().expect("temp dir for certificates");
-    let cert = ServerCert::generate(dir.path());
-    Certs { _dir: dir, cert }
-}
-
-fn terminate_tls(config: &mut Config, certs: &Certs) {
-    config.tls_cert = Some(certs.cert.cert_path());
-    config.tls_key = Some(certs.cert.key_path());
+fn terminate_tls(config: &mut Config, certs: &ServerCert) {
+    config.tls_cert = Some(certs.cert_path());
+    config.tls_key = Some(certs.key_path());
 }
 
 /// `psql -Atq -c sql` with extra libpq settings appended to the connection string.
@@ -201,7 +183,7 @@ fn wrong_password_carries_sqlstate_28p01() {
 fn client_tls_is_terminated_and_the_upstream_stays_plain() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = ProxyUnderTest::start_with(cluster, |c| terminate_tls(c, &certs));
     for user in AuthUser::ALL {
         // `require` fails unless the proxy really did TLS; pg_stat_ssl shows the upstream link.
@@ -227,19 +209,19 @@ fn client_tls_is_terminated_and_the_upstream_stays_plain() {
 fn client_tls_verify_full_against_the_proxy_certificate() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = ProxyUnderTest::start_with(cluster, |c| terminate_tls(c, &certs));
     let conn = proxy
         .route(&db.user(AuthUser::Scram))
         .sslmode("verify-full")
-        .sslrootcert(&certs.cert.ca_path());
+        .sslrootcert(&certs.ca_path());
     let sql = upstream_ssl_sql("verify-full to proxy");
     assert_eq!(query_ok(&proxy, &conn, "", &sql), "scram_user|f");
 
     // A CA that did not sign the proxy's certificate must be refused by libpq.
-    let other = new_certs();
+    let other = ServerCert::throwaway();
     let out = run(
-        &conn.sslrootcert(&other.cert.ca_path()),
+        &conn.sslrootcert(&other.ca_path()),
         "",
         "SELECT /*wrong ca*/ 1",
     );
@@ -281,7 +263,7 @@ fn without_tls_the_proxy_declines_ssl_requests() {
 
 #[test]
 fn upstream_tls_require_encrypts_the_server_link() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
     let proxy = ProxyUnderTest::start_with(cluster, |c| {
         c.upstream_sslmode = Some("require".into());
@@ -300,7 +282,7 @@ fn upstream_tls_require_encrypts_the_server_link() {
 
 #[test]
 fn upstream_tls_verify_full_with_the_cluster_ca() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
     let ca = cluster.tls().expect("ssl cluster").ca_path();
     // Separate keys, host given as the IP literal the certificate names.
@@ -328,12 +310,12 @@ fn upstream_tls_verify_full_with_the_cluster_ca() {
 
 #[test]
 fn upstream_tls_verify_full_with_a_wrong_ca_fails_naming_the_upstream() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
-    let other = new_certs();
+    let other = ServerCert::throwaway();
     let proxy = ProxyUnderTest::start_with(cluster, |c| {
         c.upstream_sslmode = Some("verify-full".into());
-        c.upstream_sslrootcert = Some(other.cert.ca_path());
+        c.upstream_sslrootcert = Some(other.ca_path());
     });
     let conn = proxy.route(&db.user(AuthUser::Scram));
     let out = run(&conn, "", "SELECT /*wrong upstream ca*/ 1");
@@ -370,7 +352,7 @@ fn upstream_tls_required_from_a_plain_server_fails_naming_the_upstream() {
 
 #[test]
 fn upstream_prefer_uses_tls_when_the_server_offers_it() {
-    for (cluster, expected) in [(PgCluster::shared(), "f"), (ssl_cluster(), "t")] {
+    for (cluster, expected) in [(PgCluster::shared(), "f"), (PgCluster::shared_ssl(), "t")] {
         let db = cluster.fresh_database();
         let proxy = ProxyUnderTest::start_with(cluster, |c| {
             c.upstream_sslmode = Some("prefer".into());
@@ -387,8 +369,8 @@ fn upstream_prefer_uses_tls_when_the_server_offers_it() {
 
 // ---------------------------------------------------------------- TLS on both sides
 
-fn both_sides_tls(certs: &Certs) -> ProxyUnderTest {
-    ProxyUnderTest::start_with(ssl_cluster(), |c| {
+fn both_sides_tls(certs: &ServerCert) -> ProxyUnderTest {
+    ProxyUnderTest::start_with(PgCluster::shared_ssl(), |c| {
         terminate_tls(c, certs);
         c.upstream_sslmode = Some("require".into());
     })
@@ -396,9 +378,9 @@ fn both_sides_tls(certs: &Certs) -> ProxyUnderTest {
 
 #[test]
 fn tls_on_both_sides_works_for_non_scram_methods_and_passes_password_errors() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = both_sides_tls(&certs);
     for user in [AuthUser::Trust, AuthUser::Md5, AuthUser::Cleartext] {
         let conn = proxy.route(&db.user(user)).sslmode("require");
@@ -424,9 +406,9 @@ fn tls_on_both_sides_works_for_non_scram_methods_and_passes_password_errors() {
 
 #[test]
 fn scram_over_tls_on_both_sides_asks_for_channel_binding_disable() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = both_sides_tls(&certs);
     let conn = proxy.route(&db.user(AuthUser::Scram)).sslmode("require");
 
@@ -470,12 +452,12 @@ fn scram_with_client_tls_and_plain_upstream_needs_no_setting() {
     // The `y` flag is harmless when the server link is plain: the server has no channel to bind.
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = ProxyUnderTest::start_with(cluster, |c| terminate_tls(c, &certs));
     let conn = proxy
         .route(&db.user(AuthUser::Scram))
         .sslmode("verify-full")
-        .sslrootcert(&certs.cert.ca_path());
+        .sslrootcert(&certs.ca_path());
     let sql = upstream_ssl_sql("scram client tls");
     assert_eq!(
         query_ok(&proxy, &conn, "channel_binding=prefer", &sql),

@@ -81,6 +81,10 @@ async fn catalog_decides_fanout_and_table_size() {
 
     let engine = RuleEngine::from_rule_set(RuleSet::embedded(Mode::Enforce).expect("rules"))
         .with_oracle(oracle.clone());
+    assert!(
+        engine.catalog().is_some(),
+        "a catalog oracle stays reachable for refreshes"
+    );
     let d = db.dbname.as_str();
     let v = eval(&engine, d, INCIDENT);
     assert_eq!(

@@ -132,6 +132,13 @@ pub(crate) async fn list(
     });
     params.sort.sort(&mut rows);
     rows.truncate(params.limit);
+    if let Some(rules_of) = &state.rules_of {
+        for row in &mut rows {
+            if let Some(fp) = row.fingerprint_id() {
+                row.rules = rules_of(fp);
+            }
+        }
+    }
     Ok(Json(rows).into_response())
 }
 

@@ -7,6 +7,23 @@
 //! one `prometheus::Registry` into which every module registers its own collectors (the
 //! proxy's counters, [`Stats::register`]); this module only encodes it.
 //!
+//! Endpoints:
+//! - `GET /metrics`: Prometheus text format (0.0.4) of the registry.
+//! - `GET /api/queries?sort=total_time|mean_time|p95|p99|calls|errors|rows&limit=50&database=&user=`:
+//!   a JSON array of rows like `pg_stat_statements` plus percentiles: `fingerprint`, `query`,
+//!   `command`, `database`, `user`, `calls`, `rows`, `errors` (`{"23": 2}` by SQLSTATE class),
+//!   `total_ms`, `mean_ms`, `stddev_ms`, `min_ms`, `max_ms`, `p50_ms`, `p90_ms`, `p95_ms`,
+//!   `p99_ms`, `routes` (`[{"tag":"route","value":"^orders/","count":10}]`), `traceparent`
+//!   and `traceparent_ms` (slowest recent traced execution), `first_seen`, `last_seen`
+//!   (RFC 3339). Evicted entries appear as `fingerprint: "other"`.
+//! - `GET /api/queries/{fingerprint}`: `{"fingerprint", "entries": [row + "histogram":
+//!   [{"lower_ms","upper_ms","count"}]]}`, one entry per (database, user); `other` works too.
+//! - `POST /api/queries/reset`: forget all statistics (the evictions counter stays).
+//! - `GET /`: HTML page of the top 50, refreshed every 5 s. `GET /healthz`: `ok`.
+//!
+//! Errors are JSON: `{"error": "...", "parameter": "limit"}` with 400 for a bad parameter,
+//! 404 for an unknown fingerprint or path, or when statistics are off.
+//!
 //! - `api.rs`: the `/api/queries` handlers and their parameter checking.
 //! - `page.html`: the self-contained page served at `/` (no external assets).
 
@@ -24,16 +41,31 @@ use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::sql::Fingerprint;
 use crate::stats::Stats;
 
 /// What the admin endpoints read.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminState {
     /// Query statistics; `None` when `[stats] enabled = false` (the API then answers 404).
     pub stats: Option<Arc<Stats>>,
     /// Every module's metrics, encoded at `/metrics`.
     pub registry: Registry,
+    /// The rules that hit a fingerprint, for the `rules` field of each row (`None`: no rules).
+    pub rules_of: Option<RulesOf>,
 }
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("stats", &self.stats)
+            .field("rules_of", &self.rules_of.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Looks up the rule ids that hit a fingerprint; given by whoever owns the rules.
+pub type RulesOf = Arc<dyn Fn(Fingerprint) -> Vec<String> + Send + Sync>;
 
 /// Errors of the admin server.
 #[derive(Debug, thiserror::Error)]

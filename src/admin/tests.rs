@@ -120,6 +120,41 @@ fn state() -> AdminState {
     AdminState {
         stats: Some(stats),
         registry,
+        rules_of: Some(Arc::new(|fp: crate::sql::Fingerprint| {
+            // Pretend a rule hit every shape whose id is even, to see the field filled per row.
+            if fp.0.is_multiple_of(2) {
+                vec!["some-rule".to_owned()]
+            } else {
+                Vec::new()
+            }
+        })),
+    }
+}
+
+#[tokio::test]
+async fn rows_carry_the_rules_that_hit_their_shape() {
+    let server = Server::start(router(state())).await;
+    let (status, _, body) = server.request("GET", "/api/queries?limit=1000").await;
+    assert_eq!(status, 200);
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let Ok(fp) = u64::from_str_radix(row["fingerprint"].as_str().unwrap(), 16) else {
+            continue;
+        };
+        let want: Vec<&str> = if fp.is_multiple_of(2) {
+            vec!["some-rule"]
+        } else {
+            vec![]
+        };
+        let got: Vec<&str> = row["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert_eq!(got, want, "{row}");
     }
 }
 
@@ -258,6 +293,7 @@ async fn other_modules_merge_routes_and_stats_can_be_off() {
     let state = AdminState {
         stats: None,
         registry: Registry::new(),
+        rules_of: None,
     };
     let rules = Router::new().route("/api/rules", get(|| async { "[]" }));
     let server = Server::start(router(state).merge(rules)).await;

@@ -6,10 +6,12 @@
 //! and no connection ever migrates between cores (measured before writing this: a relay on
 //! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
 
+mod frames;
 pub mod intercept;
 pub mod metrics;
 pub mod pump;
 mod session;
+mod startup;
 pub mod stream;
 pub mod tls;
 pub mod tracker;
@@ -47,6 +49,9 @@ pub enum ProxyError {
 
 /// Statement texts whose fingerprint is remembered (at most ~2 KiB each, so ≤ 20 MiB).
 const FINGERPRINT_CACHE_ENTRIES: usize = 10_000;
+
+/// How long after the grace period a worker still waits for its sessions to close themselves.
+const BACKSTOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 type Handoff = (
     std::net::TcpStream,
@@ -294,7 +299,9 @@ fn worker(
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         }
-        let grace = tokio::time::sleep(shared.config.shutdown_grace());
+        // Sessions end themselves at the grace period (cancelling what still runs); this is
+        // the backstop for one stuck in a write to a client that stopped reading.
+        let grace = tokio::time::sleep(shared.config.shutdown_grace() + BACKSTOP);
         tokio::pin!(grace);
         loop {
             tokio::select! {

@@ -91,9 +91,14 @@ impl Upstream {
         }
     }
 
-    async fn tcp(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
-        let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = tokio::time::timeout(timeout, connect)
+    /// Runs one connect step under the overall deadline, naming the upstream in its errors.
+    async fn step<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        io: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> Result<T, UpstreamError> {
+        tokio::time::timeout_at(deadline, io)
             .await
             .map_err(|_| UpstreamError::Timeout {
                 target: self.target(),
@@ -102,7 +107,13 @@ impl Upstream {
             .map_err(|source| UpstreamError::Connect {
                 target: self.target(),
                 source,
-            })?;
+            })
+    }
+
+    async fn tcp(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = self.step(deadline, timeout, connect).await?;
         // Latency matters more than packet count for request/response traffic.
         let _ = stream.set_nodelay(true);
         Ok(stream)
@@ -123,16 +134,7 @@ impl Upstream {
             stream.write_all(&SSL_REQUEST).await?;
             stream.read_u8().await
         };
-        let answer = tokio::time::timeout_at(deadline, negotiate)
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                target: self.target(),
-                timeout,
-            })?
-            .map_err(|source| UpstreamError::Connect {
-                target: self.target(),
-                source,
-            })?;
+        let answer = self.step(deadline, timeout, negotiate).await?;
         if answer != b'S' {
             if self.mode == SslMode::Prefer && answer == b'N' {
                 return Ok(ServerStream::Plain(stream));

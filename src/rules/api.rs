@@ -28,7 +28,8 @@ pub struct HitStats {
 }
 
 impl HitStats {
-    pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) {
+    /// Counts a hit; returns whether it is the first of this rule on this fingerprint.
+    pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) -> bool {
         if let Some(total) = self.totals.get(rule) {
             total.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -40,15 +41,19 @@ impl HitStats {
         if self.by_fingerprint.len() >= MAX_FINGERPRINTS
             && !self.by_fingerprint.contains_key(&fingerprint)
         {
-            return;
+            return false;
         }
         let mut entry = self.by_fingerprint.entry(fingerprint).or_default();
         match entry.iter_mut().find(|(r, ..)| r == rule) {
             Some(slot) => {
                 slot.1 += 1;
                 slot.2 = action;
+                false
             }
-            None => entry.push((rule.clone(), 1, action)),
+            None => {
+                entry.push((rule.clone(), 1, action));
+                true
+            }
         }
     }
 
@@ -119,6 +124,7 @@ pub fn rules_json(engine: &RuleEngine) -> Value {
         })
         .collect();
     json!({
+        "oracle": if engine.catalog().is_some() { "catalog" } else { "heuristic" },
         "mode": set.mode,
         "source": set.source,
         "parse_failures": engine.parse_failures(),
@@ -126,12 +132,30 @@ pub fn rules_json(engine: &RuleEngine) -> Value {
     })
 }
 
-/// `GET /api/rules` and `POST /api/rules/reload` (422 with the load error, old rules kept).
+/// `GET /api/rules`, `POST /api/rules/reload` (422 with the load error, old rules kept) and
+/// `POST /api/rules/refresh-schema` (re-reads the catalogs now; 404 without a schema DSN).
 pub fn router(engine: Arc<RuleEngine>) -> Router {
     Router::new()
         .route("/api/rules", get(list))
         .route("/api/rules/reload", post(reload))
+        .route("/api/rules/refresh-schema", post(refresh_schema))
         .with_state(engine)
+}
+
+async fn refresh_schema(State(engine): State<Arc<RuleEngine>>) -> (StatusCode, Json<Value>) {
+    match engine.catalog() {
+        Some(catalog) => {
+            catalog.refresh_all().await;
+            (
+                StatusCode::OK,
+                Json(json!({ "databases": catalog.databases() })),
+            )
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no schema DSN configured; the heuristic oracle is in use" })),
+        ),
+    }
 }
 
 async fn list(State(engine): State<Arc<RuleEngine>>) -> Json<Value> {

@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::{DashMap, DashSet};
 use serde::Serialize;
@@ -60,6 +61,8 @@ pub struct TableInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub tables: HashMap<(String, String), TableInfo>,
+    /// Distinct for every snapshot loaded by one oracle (1, 2, …).
+    pub generation: u64,
 }
 
 impl Snapshot {
@@ -86,6 +89,10 @@ pub struct CatalogOracle {
     base: tokio_postgres::Config,
     snapshots: DashMap<String, Arc<Snapshot>>,
     wanted: DashSet<String>,
+    /// When a database's last load failed: it is not queued again before the refresh interval
+    /// (a role without access would otherwise be retried, and logged, every second).
+    failed: DashMap<String, Instant>,
+    loads: AtomicU64,
     refresh_every: Duration,
 }
 
@@ -129,6 +136,8 @@ impl CatalogOracle {
             base,
             snapshots: DashMap::new(),
             wanted: DashSet::new(),
+            failed: DashMap::new(),
+            loads: AtomicU64::new(0),
             refresh_every,
         })
     }
@@ -143,7 +152,8 @@ impl CatalogOracle {
     /// # Errors
     /// When connecting or querying fails; the previous snapshot stays.
     pub async fn refresh(&self, database: &str) -> Result<(), CatalogError> {
-        let snapshot = self.load(database).await?;
+        let mut snapshot = self.load(database).await?;
+        snapshot.generation = self.loads.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(database, tables = snapshot.tables.len(), "catalog loaded");
         self.snapshots
             .insert(database.to_owned(), Arc::new(snapshot));
@@ -185,6 +195,7 @@ impl CatalogOracle {
                     if let Err(error) = oracle.refresh(&database).await {
                         // Drop it from the queue; the next full refresh tries again.
                         oracle.wanted.remove(&database);
+                        oracle.failed.insert(database.clone(), Instant::now());
                         tracing::warn!(%error, database, "catalog load failed; using the heuristic");
                     }
                 }
@@ -204,7 +215,13 @@ impl CatalogOracle {
 
     fn lookup(&self, database: &str) -> Option<Arc<Snapshot>> {
         let found = self.snapshots.get(database).map(|s| s.clone());
-        if found.is_none() && !self.wanted.contains(database) {
+        if found.is_none()
+            && !self.wanted.contains(database)
+            && self
+                .failed
+                .get(database)
+                .is_none_or(|at| at.elapsed() >= self.refresh_every)
+        {
             self.wanted.insert(database.to_owned());
         }
         found
@@ -299,5 +316,13 @@ impl UniquenessOracle for CatalogOracle {
 
     fn estimated_rows(&self, database: &str, table: &TableRef) -> Option<u64> {
         self.lookup(database)?.table(table)?.estimated_rows
+    }
+
+    fn generation(&self, database: &str) -> u64 {
+        self.snapshots.get(database).map_or(0, |s| s.generation)
+    }
+
+    fn as_catalog(self: Arc<Self>) -> Option<Arc<CatalogOracle>> {
+        Some(self)
     }
 }

@@ -7,13 +7,14 @@
 //! statements already being evaluated finish with the set they started with.
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::catalog::{CatalogError, CatalogOracle};
 use super::matcher::Subject;
 use super::metrics::RuleMetrics;
-use super::oracle::{HeuristicOracle, OracleKind, UniquenessOracle};
+use super::oracle::{FanoutCache, HeuristicOracle, OracleKind, UniquenessOracle};
 use super::spec::{Rule, RuleLoadError, RuleSet};
 use super::state::ConnectionRuleState;
 use super::{Action, Mode, RulesConfig, Severity};
@@ -119,20 +120,32 @@ impl Verdict {
     }
 }
 
+/// Why an engine could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Rules(#[from] RuleLoadError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
 /// The rules, the facts cache, the uniqueness oracle and the counters, shared by all sessions.
 #[derive(Debug)]
 pub struct RuleEngine {
     rules: RwLock<Arc<RuleSet>>,
     config: RwLock<RulesConfig>,
     facts: FactsCache,
+    fanout: FanoutCache,
     oracle: Arc<dyn UniquenessOracle>,
+    catalog: Option<Arc<CatalogOracle>>,
     metrics: Option<RuleMetrics>,
     pub(crate) stats: super::api::HitStats,
 }
 
 impl RuleEngine {
     /// Loads the rules `config` names (its `dir`, else the embedded ones) with the heuristic
-    /// oracle and no metrics; see [`RuleEngine::with_oracle`] and [`RuleEngine::with_metrics`].
+    /// oracle and no metrics; see [`RuleEngine::from_config`] for the catalog too, and
+    /// [`RuleEngine::with_catalog`] / [`RuleEngine::with_metrics`].
     ///
     /// # Errors
     /// When the rules do not load.
@@ -140,29 +153,68 @@ impl RuleEngine {
         let rules = load(&config)?;
         Ok(RuleEngine {
             facts: FactsCache::new(config.facts_cache_size),
+            fanout: FanoutCache::new(config.facts_cache_size),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(config),
             oracle: Arc::new(HeuristicOracle),
+            catalog: None,
             metrics: None,
             stats: super::api::HitStats::default(),
         })
+    }
+
+    /// As [`RuleEngine::new`], plus a [`CatalogOracle`] when `config.schema_dsn` is set (start
+    /// its loader with [`CatalogOracle::spawn_refresher`] on a tokio runtime; it is reachable
+    /// through [`RuleEngine::catalog`]).
+    ///
+    /// # Errors
+    /// When the rules do not load or the schema DSN does not parse.
+    pub fn from_config(config: RulesConfig) -> Result<RuleEngine, EngineError> {
+        let catalog = match &config.schema_dsn {
+            Some(dsn) => Some(Arc::new(CatalogOracle::new(
+                dsn,
+                Duration::from_secs(config.schema_refresh_secs.max(1)),
+            )?)),
+            None => None,
+        };
+        let engine = RuleEngine::new(config)?;
+        Ok(match catalog {
+            Some(catalog) => engine.with_catalog(catalog),
+            None => engine,
+        })
+    }
+
+    /// The catalog oracle, when the configuration has a schema DSN.
+    pub fn catalog(&self) -> Option<&Arc<CatalogOracle>> {
+        self.catalog.as_ref()
     }
 
     /// An engine over an already-built rule set (tests, `pgshape check`).
     pub fn from_rule_set(rules: RuleSet) -> RuleEngine {
         RuleEngine {
             facts: FactsCache::new(RulesConfig::default().facts_cache_size),
+            fanout: FanoutCache::new(RulesConfig::default().facts_cache_size),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(RulesConfig::default()),
             oracle: Arc::new(HeuristicOracle),
+            catalog: None,
             metrics: None,
             stats: super::api::HitStats::default(),
         }
     }
 
-    /// Uses `oracle` (e.g. a [`super::CatalogOracle`]) to judge fan-out and table sizes.
+    /// Uses `oracle` to judge fan-out and table sizes; a [`CatalogOracle`] is also reachable
+    /// through [`RuleEngine::catalog`] (on-demand refresh).
     pub fn with_oracle(mut self, oracle: Arc<dyn UniquenessOracle>) -> RuleEngine {
+        self.catalog = oracle.clone().as_catalog();
         self.oracle = oracle;
+        self
+    }
+
+    /// Uses a catalog oracle (and exposes it through [`RuleEngine::catalog`]).
+    pub fn with_catalog(mut self, catalog: Arc<CatalogOracle>) -> RuleEngine {
+        self.oracle = catalog.clone();
+        self.catalog = Some(catalog);
         self
     }
 
@@ -274,11 +326,10 @@ impl RuleEngine {
             None
         };
         let subject = Subject::new(
-            stmt.sql,
-            stmt.fingerprint,
-            stmt.database,
+            stmt,
             facts.as_deref(),
             self.oracle.as_ref(),
+            &self.fanout,
             repeats,
             now,
         );
@@ -311,24 +362,36 @@ impl RuleEngine {
     fn count(&self, stmt: &StatementInput<'_>, hits: &[Hit]) {
         let fingerprint = stmt.fingerprint.to_string();
         for hit in hits {
-            tracing::info!(
-                target: "pgshape::rules",
-                rule = %hit.rule.id,
-                fingerprint = %fingerprint,
-                action = hit.action.as_str(),
-                severity = hit.rule.severity.as_str(),
-                decided_by = hit.decided_by.map(OracleKind::as_str),
-                database = stmt.database,
-                user = stmt.user,
-                "rule hit"
-            );
+            let first = self
+                .stats
+                .record(&hit.rule.id, stmt.fingerprint, hit.action);
+            // The first hit of a rule on a shape is news; repeats (an n+1 loop) are counted,
+            // and logged only at debug level.
+            macro_rules! log_hit {
+                ($level:ident) => {
+                    tracing::$level!(
+                        target: "pgshape::rules",
+                        rule = %hit.rule.id,
+                        fingerprint = %fingerprint,
+                        action = hit.action.as_str(),
+                        severity = hit.rule.severity.as_str(),
+                        decided_by = hit.decided_by.map(OracleKind::as_str),
+                        database = stmt.database,
+                        user = stmt.user,
+                        "rule hit"
+                    )
+                };
+            }
+            if first {
+                log_hit!(info);
+            } else {
+                log_hit!(debug);
+            }
             if let Some(m) = &self.metrics {
                 m.hits
                     .with_label_values(&[&*hit.rule.id, &fingerprint, hit.action.as_str()])
                     .inc();
             }
-            self.stats
-                .record(&hit.rule.id, stmt.fingerprint, hit.action);
         }
     }
 

@@ -31,11 +31,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::engine::StatementInput;
 use super::glob::glob_match;
-use super::oracle::{Fanout, OracleKind, UniquenessOracle, judge};
+use super::oracle::{Fanout, FanoutCache, OracleKind, UniquenessOracle};
 use super::state::Repeats;
 use crate::sql::Fingerprint;
-use crate::sql::analysis::{Facts, StatementKind, ValueFacts, scan_values, sqlcommenter_tags};
+use crate::sql::analysis::{Facts, StatementKind, ValueFacts, scan_values};
+use crate::sql::commenter;
 
 /// Default window for `repeats_gt` outside a transaction.
 pub const DEFAULT_REPEAT_WINDOW_MS: u64 = 1_000;
@@ -234,29 +236,30 @@ pub struct Subject<'a> {
     pub database: &'a str,
     pub facts: Option<&'a Facts>,
     pub oracle: &'a dyn UniquenessOracle,
+    pub fanout_cache: &'a FanoutCache,
     pub repeats: Option<&'a Repeats>,
     pub now: Instant,
     fanout: OnceCell<Fanout>,
     values: OnceCell<ValueFacts>,
-    tags: OnceCell<Vec<(String, String)>>,
+    tags: OnceCell<Option<commenter::SqlComment>>,
 }
 
 impl<'a> Subject<'a> {
     pub fn new(
-        sql: &'a [u8],
-        fingerprint: Fingerprint,
-        database: &'a str,
+        stmt: &StatementInput<'a>,
         facts: Option<&'a Facts>,
         oracle: &'a dyn UniquenessOracle,
+        fanout_cache: &'a FanoutCache,
         repeats: Option<&'a Repeats>,
         now: Instant,
     ) -> Subject<'a> {
         Subject {
-            sql,
-            fingerprint,
-            database,
+            sql: stmt.sql,
+            fingerprint: stmt.fingerprint,
+            database: stmt.database,
             facts,
             oracle,
+            fanout_cache,
             repeats,
             now,
             fanout: OnceCell::new(),
@@ -266,8 +269,10 @@ impl<'a> Subject<'a> {
     }
 
     fn fanout(&self, facts: &Facts) -> &Fanout {
-        self.fanout
-            .get_or_init(|| judge(facts, self.database, self.oracle))
+        self.fanout.get_or_init(|| {
+            self.fanout_cache
+                .get_or_judge(self.fingerprint, self.database, facts, self.oracle)
+        })
     }
 
     fn values(&self) -> &ValueFacts {
@@ -275,7 +280,10 @@ impl<'a> Subject<'a> {
     }
 
     fn tags(&self) -> &[(String, String)] {
-        self.tags.get_or_init(|| sqlcommenter_tags(self.sql))
+        self.tags
+            .get_or_init(|| commenter::parse(self.sql))
+            .as_ref()
+            .map_or(&[], |c| c.pairs())
     }
 }
 

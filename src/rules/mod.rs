@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use catalog::CatalogOracle;
 pub use engine::{
-    BLOCKED_SQLSTATE, Hit, Notice, RuleEngine, StatementInput, Verdict, VerdictAction,
+    BLOCKED_SQLSTATE, EngineError, Hit, Notice, RuleEngine, StatementInput, Verdict, VerdictAction,
     WARNING_SQLSTATE,
 };
 pub use metrics::RuleMetrics;

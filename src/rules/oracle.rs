@@ -10,8 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use dashmap::DashMap;
 use serde::Serialize;
 
+use crate::sql::Fingerprint;
 use crate::sql::analysis::{Facts, TableRef};
 
 /// Which oracle decided a uniqueness question (reported with every fan-out hit).
@@ -51,6 +53,17 @@ pub trait UniquenessOracle: Send + Sync + std::fmt::Debug {
     fn estimated_rows(&self, _database: &str, _table: &TableRef) -> Option<u64> {
         None
     }
+
+    /// Changes whenever this oracle's answers for `database` may have changed (a new catalog
+    /// snapshot); cached fan-out judgements of an older generation are recomputed.
+    fn generation(&self, _database: &str) -> u64 {
+        0
+    }
+
+    /// This oracle as the catalog oracle, if it is one (for on-demand refresh and reporting).
+    fn as_catalog(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<super::CatalogOracle>> {
+        None
+    }
 }
 
 /// The documented fallback when there is no catalog, following ORM naming conventions:
@@ -82,7 +95,7 @@ impl UniquenessOracle for HeuristicOracle {
 }
 
 /// Fan-out judgement of one statement against one database.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fanout {
     /// Some join anywhere fans out (and who said so).
     pub any_join: Option<OracleKind>,
@@ -155,4 +168,56 @@ pub fn judge(facts: &Facts, database: &str, oracle: &dyn UniquenessOracle) -> Fa
 /// The catalog's word beats the heuristic's when both flagged something.
 fn prefer(current: Option<OracleKind>, new: OracleKind) -> OracleKind {
     current.map_or(new, |c| c.min(new))
+}
+
+/// Judgements per (fingerprint, database), so a repeated statement is not re-judged: a handful
+/// of databases per shape, each with the oracle generation it was judged under.
+#[derive(Debug)]
+pub struct FanoutCache {
+    map: DashMap<Fingerprint, Vec<(Box<str>, u64, Fanout)>>,
+    capacity: usize,
+}
+
+impl FanoutCache {
+    /// A cache of about `capacity` statement shapes.
+    pub fn new(capacity: usize) -> FanoutCache {
+        FanoutCache {
+            map: DashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The judgement of `facts` (the facts of `fingerprint`) in `database`.
+    pub fn get_or_judge(
+        &self,
+        fingerprint: Fingerprint,
+        database: &str,
+        facts: &Facts,
+        oracle: &dyn UniquenessOracle,
+    ) -> Fanout {
+        let generation = oracle.generation(database);
+        if let Some(entry) = self.map.get(&fingerprint)
+            && let Some((_, g, fanout)) = entry.iter().find(|(db, ..)| &**db == database)
+            && *g == generation
+        {
+            return *fanout;
+        }
+        let fanout = judge(facts, database, oracle);
+        if self.map.len() >= self.capacity && !self.map.contains_key(&fingerprint) {
+            let mut keep = false;
+            self.map.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+        let mut entry = self.map.entry(fingerprint).or_default();
+        match entry.iter_mut().find(|(db, ..)| &**db == database) {
+            Some(slot) => {
+                slot.1 = generation;
+                slot.2 = fanout;
+            }
+            None => entry.push((database.into(), generation, fanout)),
+        }
+        fanout
+    }
 }

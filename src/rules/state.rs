@@ -71,6 +71,11 @@ impl ConnectionRuleState {
         self.on_ready_for_query(if in_transaction { b'T' } else { b'I' });
     }
 
+    /// Fingerprints currently tracked (bounded by an internal cap).
+    pub fn tracked(&self) -> usize {
+        self.seen.len()
+    }
+
     /// Whether the last ReadyForQuery said a transaction block is open.
     pub fn in_transaction(&self) -> bool {
         self.in_transaction

@@ -423,3 +423,73 @@ fn shipped_rules_have_docs_and_hints() {
     let first = set.get("distinct-over-fanout-join").expect("rule");
     assert!(first.hint.as_deref().is_some_and(|h| h.contains("EXISTS")));
 }
+
+#[test]
+fn config_file_has_a_rules_table() {
+    let config: crate::config::Config = toml::from_str(
+        "[rules]\ndir = \"/etc/pgshape/rules\"\nmode = \"shadow\"\nschema_dsn = \"host=db user=monitor\"\n",
+    )
+    .expect("config parses");
+    assert_eq!(config.rules.mode, Mode::Shadow);
+    assert_eq!(
+        config.rules.dir.as_deref(),
+        Some(std::path::Path::new("/etc/pgshape/rules"))
+    );
+    assert_eq!(config.rules.schema_refresh_secs, 300);
+    let err = toml::from_str::<crate::config::Config>("[rules]\nmode = \"loud\"\n")
+        .expect_err("unknown mode");
+    assert!(err.to_string().contains("loud"), "{err}");
+}
+
+#[test]
+fn engine_from_config_uses_the_catalog_when_a_dsn_is_set() {
+    let engine = RuleEngine::from_config(RulesConfig {
+        schema_dsn: Some("host=127.0.0.1 port=1 user=monitor dbname=postgres".into()),
+        ..RulesConfig::default()
+    })
+    .expect("engine");
+    assert!(engine.catalog().is_some());
+    // Nothing loaded (no server): fan-out falls back to the heuristic, and says so.
+    let v = eval(&engine, INCIDENT);
+    assert_eq!(v.hits[0].decided_by, Some(OracleKind::Heuristic));
+    let err = RuleEngine::from_config(RulesConfig {
+        schema_dsn: Some("host=x port=notaport".into()),
+        ..RulesConfig::default()
+    })
+    .expect_err("bad dsn");
+    assert!(err.to_string().contains("schema DSN"), "{err}");
+}
+
+#[test]
+fn every_rule_file_in_the_repository_is_embedded() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .expect("rules dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = embedded::SHIPPED
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
+    embedded.sort();
+    assert_eq!(
+        on_disk, embedded,
+        "add new rule files to src/rules/embedded.rs"
+    );
+}
+
+#[test]
+fn connection_state_stays_bounded() {
+    let mut conn = ConnectionRuleState::new();
+    let start = Instant::now();
+    let window = Duration::from_secs(1);
+    for i in 0..5_000u64 {
+        conn.record(Fingerprint(i), start + Duration::from_millis(i), 11, window);
+    }
+    assert!(conn.tracked() <= 512, "{}", conn.tracked());
+    // An evicted shape starts a fresh history.
+    let repeats = conn.record(Fingerprint(1), start + Duration::from_secs(10), 11, window);
+    assert_eq!(repeats.recent.len(), 1);
+}

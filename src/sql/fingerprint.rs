@@ -17,13 +17,36 @@ use super::walker::{self, Sink};
 ///
 /// The value is a fixed function of the statement text (no random seed), so it is the same in
 /// every process, on every machine and after restarts: Prometheus can sum one fingerprint across
-/// many pgshape instances. It changes only with a major version of pgshape.
+/// many pgshape instances. It changes only with a major version of pgshape. The hash is a
+/// wyhash/foldhash-style folded 128-bit multiply over the normalized token stream with the
+/// fixed constants below; it is not cryptographic (statements come from the application, and a
+/// collision only merges two shapes' statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub u64);
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Error parsing a [`Fingerprint`] from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a fingerprint is 16 hexadecimal digits, got {0:?}")]
+pub struct ParseFingerprintError(String);
+
+impl std::str::FromStr for Fingerprint {
+    type Err = ParseFingerprintError;
+
+    /// Parses the 16-hex-digit form that [`Display`](fmt::Display) prints (as found in URLs
+    /// and metric labels); either letter case is accepted.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseFingerprintError(s.chars().take(40).collect()));
+        }
+        u64::from_str_radix(s, 16)
+            .map(Fingerprint)
+            .map_err(|_| ParseFingerprintError(s.to_owned()))
     }
 }
 
@@ -79,13 +102,47 @@ fn folded_mul(a: u64, b: u64) -> u64 {
 
 /// ASCII `A-Z` to `a-z` in all eight bytes at once; other bytes unchanged.
 #[inline]
-fn ascii_lower8(x: u64) -> u64 {
+pub(crate) fn ascii_lower8(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let low7 = x & (ONES * 0x7f);
     let ge_a = low7 + ONES * (0x80 - u64::from(b'A'));
     let gt_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
     let upper = ge_a & !gt_z & !x & (ONES * 0x80);
     x | (upper >> 2)
+}
+
+/// Little-endian 8 bytes at `i` (in bounds).
+#[inline]
+fn read8(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline]
+fn read4(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[i..i + 4]);
+    u64::from(u32::from_le_bytes(w))
+}
+
+/// Two words covering all of `b` (at most 16 bytes), every byte in its own byte lane so ASCII
+/// folding still works on them.
+#[inline]
+fn small_words(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    if n >= 8 {
+        (read8(b, 0), read8(b, n - 8))
+    } else if n >= 4 {
+        (read4(b, 0), read4(b, n - 4))
+    } else if n > 0 {
+        (
+            u64::from(b[0]) | (u64::from(b[n / 2]) << 8) | (u64::from(b[n - 1]) << 16),
+            0,
+        )
+    } else {
+        (0, 0)
+    }
 }
 
 /// The fixed hash of the normalized token stream. Each token is hashed with a tag and its
@@ -101,27 +158,26 @@ impl HashSink {
         HashSink { h: SEED }
     }
 
-    #[inline]
-    fn write(&mut self, tag: u64, bytes: &[u8], fold: bool) {
-        self.h = folded_mul(self.h ^ tag ^ ((bytes.len() as u64) << 8), K_TOKEN);
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut buf = [0u8; 8];
-            buf.copy_from_slice(c);
-            self.mix(u64::from_le_bytes(buf), fold);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(buf), fold);
-        }
-    }
-
-    #[inline]
-    fn mix(&mut self, v: u64, fold: bool) {
-        let v = if fold { ascii_lower8(v) } else { v };
-        self.h = folded_mul(self.h ^ v, K_DATA);
+    /// Hashes one token: one 128-bit multiply per 16 bytes, so a typical token (a keyword, a
+    /// column name, a punctuation mark) costs one multiply. Short inputs are read with
+    /// overlapping loads as in wyhash; the length is mixed in, so that is unambiguous.
+    #[inline(always)]
+    fn write<const FOLD: bool>(&mut self, tag: u64, bytes: &[u8]) {
+        let meta = tag | ((bytes.len() as u64) << 8);
+        let lower = |x: u64| if FOLD { ascii_lower8(x) } else { x };
+        let n = bytes.len();
+        let (a, b) = if n <= 16 {
+            small_words(bytes)
+        } else {
+            let mut i = 0;
+            while i + 16 < n {
+                let (a, b) = (read8(bytes, i), read8(bytes, i + 8));
+                self.h = folded_mul(self.h ^ lower(a) ^ K_DATA, lower(b) ^ K_TOKEN);
+                i += 16;
+            }
+            (read8(bytes, n - 16), read8(bytes, n - 8))
+        };
+        self.h = folded_mul(self.h ^ lower(a) ^ K_DATA, lower(b) ^ meta ^ K_TOKEN);
     }
 
     pub(crate) fn finish(&self) -> u64 {
@@ -130,7 +186,7 @@ impl HashSink {
 }
 
 impl Sink for HashSink {
-    #[inline]
+    #[inline(always)]
     fn word(&mut self, sql: &[u8], tok: Token) {
         let text = tok.text(sql);
         if tok.kind == TokenKind::QuotedIdent {
@@ -139,9 +195,9 @@ impl Sink for HashSink {
                 [b'"', inner @ .., b'"'] => inner,
                 _ => text,
             };
-            self.write(TAG_WORD, inner, false);
+            self.write::<false>(TAG_WORD, inner);
         } else {
-            self.write(TAG_WORD, text, true);
+            self.write::<true>(TAG_WORD, text);
         }
     }
 
@@ -152,13 +208,13 @@ impl Sink for HashSink {
 
     #[inline]
     fn symbol(&mut self, text: &[u8], _span: Range<usize>) {
-        self.write(TAG_SYMBOL, text, false);
+        self.write::<false>(TAG_SYMBOL, text);
     }
 }
 
 /// A fast fixed hash of raw bytes (no normalization), for keying caches by statement text.
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h = HashSink::new();
-    h.write(TAG_SYMBOL, bytes, false);
+    h.write::<false>(TAG_SYMBOL, bytes);
     h.finish()
 }

@@ -164,6 +164,55 @@ fn class(b: u8) -> u8 {
     CLASS[b as usize]
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = ONES * 0x80;
+
+/// High bit set in each byte of `x` that is zero (exact for the lowest such byte, which is all
+/// the callers use).
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// First index `>= from` of a byte equal to `a` or `b`, eight bytes at a time: literals and
+/// comments (a sqlcommenter tag is a few hundred bytes) are scanned for their end this way.
+#[inline]
+fn find2(s: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
+    let (pa, pb) = (ONES * u64::from(a), ONES * u64::from(b));
+    let mut i = from;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let w = u64::from_le_bytes(w);
+        let hits = zero_bytes(w ^ pa) | zero_bytes(w ^ pb);
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s.get(i..)?
+        .iter()
+        .position(|&x| x == a || x == b)
+        .map(|p| i + p)
+}
+
+/// First index `>= from` of a byte equal to `a`.
+#[inline]
+pub(crate) fn find1(s: &[u8], from: usize, a: u8) -> Option<usize> {
+    let pa = ONES * u64::from(a);
+    let mut i = from;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let hits = zero_bytes(u64::from_le_bytes(w) ^ pa);
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s.get(i..)?.iter().position(|&x| x == a).map(|p| i + p)
+}
+
 /// Iterator over the tokens of `sql`, trivia included. Cheap to copy, so callers peek ahead by
 /// copying it.
 #[derive(Debug, Clone, Copy)]
@@ -210,38 +259,42 @@ impl<'a> Lexer<'a> {
     /// `backslash`, `\x` escapes any byte (E'' strings). Unterminated: the end of input.
     fn quoted_end(&self, mut i: usize, q: u8, backslash: bool) -> usize {
         let s = self.sql;
-        while i < s.len() {
-            let b = s[i];
-            if b == q {
-                if self.at(i + 1) == q {
-                    i += 2;
+        loop {
+            let found = if backslash {
+                find2(s, i, q, b'\\')
+            } else {
+                find1(s, i, q)
+            };
+            let Some(j) = found else { return s.len() };
+            if s[j] == q {
+                if self.at(j + 1) == q {
+                    i = j + 2;
                     continue;
                 }
-                return i + 1;
+                return j + 1;
             }
-            i += if backslash && b == b'\\' { 2 } else { 1 };
+            i = j + 2;
         }
-        s.len()
     }
 
     /// End of a block comment whose `/*` starts at `i`.
     fn block_comment_end(&self, mut i: usize) -> usize {
         let s = self.sql;
         let mut depth = 0usize;
-        while i + 1 < s.len() {
-            match (s[i], s[i + 1]) {
+        while let Some(j) = find2(s, i, b'/', b'*') {
+            match (s[j], self.at(j + 1)) {
                 (b'/', b'*') => {
                     depth += 1;
-                    i += 2;
+                    i = j + 2;
                 }
                 (b'*', b'/') => {
                     depth -= 1;
-                    i += 2;
+                    i = j + 2;
                     if depth == 0 {
                         return i;
                     }
                 }
-                _ => i += 1,
+                _ => i = j + 1,
             }
         }
         s.len()
@@ -383,10 +436,7 @@ impl<'a> Lexer<'a> {
             b'\'' => (TokenKind::String, self.quoted_end(i + 1, b'\'', false)),
             b'"' => (TokenKind::QuotedIdent, self.quoted_end(i + 1, b'"', false)),
             b'-' if self.at(i + 1) == b'-' => {
-                let end = s[i..]
-                    .iter()
-                    .position(|&x| x == b'\n' || x == b'\r')
-                    .map_or(s.len(), |p| i + p);
+                let end = find2(s, i, b'\n', b'\r').unwrap_or(s.len());
                 (TokenKind::LineComment, end)
             }
             b'/' if self.at(i + 1) == b'*' => (TokenKind::BlockComment, self.block_comment_end(i)),
@@ -460,6 +510,15 @@ impl Iterator for SignificantTokens<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Token> {
-        self.lexer.by_ref().find(|t| !t.kind.is_trivia())
+        loop {
+            // Skip whitespace here rather than build a token for it: half of all tokens are
+            // single spaces.
+            let lx = &mut self.lexer;
+            lx.pos = lx.skip_class(lx.pos, SPACE);
+            let t = lx.next()?;
+            if !t.kind.is_trivia() {
+                return Some(t);
+            }
+        }
     }
 }

@@ -25,6 +25,6 @@ mod walker;
 mod tests;
 
 pub use cache::{FingerprintCache, MAX_CACHED_STATEMENT_BYTES};
-pub use fingerprint::{Fingerprint, fingerprint};
+pub use fingerprint::{Fingerprint, ParseFingerprintError, fingerprint};
 pub use normalize::normalize;
 pub use split::{StatementSplitter, split_statements};

@@ -24,8 +24,10 @@ pub struct StatsConfig {
     /// Most (fingerprint, database, user) entries kept; beyond it the least-called are folded
     /// into `other` (like `pg_stat_statements.max`).
     pub max_fingerprints: usize,
-    /// Fingerprints (by total time) that get their own Prometheus series; the rest are
-    /// exported as `fingerprint="other"`, which bounds the series count.
+    /// Entries, i.e. (fingerprint, database, user), with the most total time that get their
+    /// own Prometheus series; the rest are exported as `fingerprint="other"` per (database,
+    /// user), which bounds the series count. Counting entries rather than fingerprints keeps
+    /// the bound exact when one shape runs in many databases.
     pub top_k: usize,
     /// Upper bounds of the Prometheus histogram buckets, in milliseconds, ascending.
     pub histogram_buckets_ms: Vec<f64>,

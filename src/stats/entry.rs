@@ -14,6 +14,10 @@ use super::text::{self, RawTags};
 /// sqlcommenter tags that attribute a statement to an endpoint.
 pub const ROUTE_TAGS: [&str; 3] = ["route", "controller", "action"];
 
+/// Longest tag value kept, in bytes (raw, as sent). Tags come from clients: without a cap a
+/// megabyte-long route would be stored `max_routes × max_fingerprints` times.
+pub const MAX_TAG_VALUE: usize = 256;
+
 /// One entry: immutable identity plus the mutable counters behind their lock.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -161,14 +165,16 @@ impl EntryData {
 
     fn record_tags(&mut self, tags: RawTags<'_>, x: u64, at: Instant, limits: &Limits<'_>) {
         let mut traceparent = None;
-        for (key, raw) in tags.iter() {
-            if let Some(tag) = ROUTE_TAGS.iter().find(|t| **t == key) {
+        for (key, raw) in tags.iter_bytes() {
+            if let Some(tag) = ROUTE_TAGS.iter().find(|t| t.as_bytes() == key) {
                 self.add_route(tag, raw, 1, limits.max_routes);
-            } else if key == "traceparent" {
+            } else if key == b"traceparent" {
                 traceparent = Some(raw);
             }
         }
-        if let Some(tp) = traceparent {
+        if let Some(tp) = traceparent
+            .and_then(|t| std::str::from_utf8(text::truncate_bytes(t, MAX_TAG_VALUE)).ok())
+        {
             let replace = match &self.exemplar {
                 None => true,
                 Some(ex) => {
@@ -192,16 +198,20 @@ impl EntryData {
     }
 
     /// Counts `n` statements with tag value `raw` (URL-encoded as sent).
-    fn add_route(&mut self, tag: &'static str, raw: &str, n: u64, max: usize) {
+    fn add_route(&mut self, tag: &'static str, raw: &[u8], n: u64, max: usize) {
+        let raw = text::truncate_bytes(raw, MAX_TAG_VALUE);
         if let Some(r) = self
             .routes
             .iter_mut()
-            .find(|r| r.tag == tag && r.raw == raw)
+            .find(|r| r.tag == tag && r.raw.as_bytes() == raw)
         {
             r.count += n;
             return;
         }
-        // A new value: decoding and allocating happen only here.
+        // A new value: UTF-8 checking, decoding and allocating happen only here.
+        let Ok(raw) = std::str::from_utf8(raw) else {
+            return;
+        };
         let value = text::decode(raw).into_owned();
         if self.routes.len() < max {
             self.routes.push(RouteCount {
@@ -244,7 +254,7 @@ impl EntryData {
             self.add_errors(class, count);
         }
         for r in &other.routes {
-            self.add_route(r.tag, &r.raw, r.count, max_routes);
+            self.add_route(r.tag, r.raw.as_bytes(), r.count, max_routes);
         }
         if let Some(ex) = &other.exemplar
             && self
@@ -269,6 +279,15 @@ impl EntryData {
             (self.m2 / self.calls as f64).max(0.0).sqrt()
         }
     }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    let mut cut = max.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 /// A SQLSTATE class as text; the server only sends ASCII, anything else shows as `??`.

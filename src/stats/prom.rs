@@ -1,7 +1,8 @@
 //! Prometheus exposition of the statistics, built fresh at every scrape.
 //!
-//! Why a custom [`Collector`] rather than `HistogramVec` and friends: the set of fingerprints
-//! with their own series (the top K by total time) changes between scrapes, and a `*Vec`
+//! Why a custom [`Collector`] rather than `HistogramVec` and friends: the set of
+//! (fingerprint, database, user) entries with their own series (the top K by total time)
+//! changes between scrapes, and a `*Vec`
 //! never forgets a label set, so its series count would only grow. Building the families from
 //! a snapshot keeps the series count at most K + one `other` per (database, user), whatever
 //! the workload. The crate's `TextEncoder` writes them (label values need escaping; the
@@ -9,6 +10,10 @@
 //!
 //! Counters of the `other` series can go down when a fingerprint enters the top K;
 //! Prometheus' `rate()` treats that as a counter reset, which under-counts for one interval.
+//!
+//! OpenMetrics exemplars (a trace id on a histogram bucket) cannot be written by the
+//! `prometheus` crate's encoder; the `traceparent` of the slowest recent execution is in the
+//! JSON API (`/api/queries`, field `traceparent`) instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,6 +24,11 @@ use prometheus::proto::{
 };
 
 use super::Stats;
+use super::entry::truncate;
+
+#[cfg(test)]
+#[path = "prom_tests.rs"]
+mod tests;
 use super::snapshot::{OTHER, QueryStats};
 
 const DURATION: &str = "pgshape_query_duration_seconds";
@@ -145,7 +155,10 @@ impl Collector for StatsCollector {
         let rest = rows.split_off(k);
         let mut info: Vec<Metric> = Vec::with_capacity(k);
         let max_label = self.stats.config.max_query_label_length;
-        for r in &rows {
+        // One info series per fingerprint even when it is in the top K for several
+        // (database, user): duplicate series would make Prometheus reject the scrape.
+        let mut seen = std::collections::HashSet::with_capacity(k);
+        for r in rows.iter().filter(|r| seen.insert(r.fingerprint.as_str())) {
             info.push(gauge(
                 &[
                     ("fingerprint", &r.fingerprint),
@@ -220,14 +233,6 @@ impl Collector for StatsCollector {
             ),
         ]
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut cut = max.min(s.len());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &s[..cut]
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {

@@ -51,6 +51,8 @@ pub struct QueryStats {
     /// RFC 3339, UTC.
     pub first_seen: String,
     pub last_seen: String,
+    /// Ids of the rules that have hit this shape (filled in by the admin API).
+    pub rules: Vec<String>,
     #[serde(skip)]
     pub(crate) total_ns: u64,
     #[serde(skip)]
@@ -61,6 +63,11 @@ pub struct QueryStats {
 }
 
 impl QueryStats {
+    /// The fingerprint, `None` for the `other` row.
+    pub fn fingerprint_id(&self) -> Option<crate::sql::Fingerprint> {
+        self.fp.map(crate::sql::Fingerprint)
+    }
+
     /// Failed executions of any class.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
@@ -240,6 +247,7 @@ impl Stats {
             traceparent_ms: d.exemplar.as_ref().map(|e| ms(e.duration_ns as f64)),
             first_seen: rfc3339(self.wall(d.first_seen)),
             last_seen: rfc3339(self.wall(d.last_seen)),
+            rules: Vec::new(),
             total_ns: d.total_ns,
             fp,
             prom_buckets: d.prom_buckets.clone(),

@@ -28,13 +28,28 @@ impl Fixture {
         }
     }
 
-    /// Feeds one statement of shape `fp` to `obs`.
+    /// Feeds one statement of shape `fp` to `obs`, finishing `micros` after the start.
     pub fn run(
         &self,
         obs: &dyn StatementObserver,
         fp: u64,
         sql: &str,
         micros: u64,
+        rows: u64,
+        sqlstate: Option<&[u8; 5]>,
+    ) {
+        self.run_at(obs, fp, sql, micros, micros, rows, sqlstate);
+    }
+
+    /// As [`Fixture::run`], finishing `at_micros` after the start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_at(
+        &self,
+        obs: &dyn StatementObserver,
+        fp: u64,
+        sql: &str,
+        micros: u64,
+        at_micros: u64,
         rows: u64,
         sqlstate: Option<&[u8; 5]>,
     ) {
@@ -47,7 +62,7 @@ impl Fixture {
             statement: &text,
             protocol: Protocol::Simple,
             duration: Duration::from_micros(micros),
-            finished_at: self.start + Duration::from_micros(micros),
+            finished_at: self.start + Duration::from_micros(at_micros),
             rows,
             command: if sqlstate.is_some() { "" } else { "SELECT" },
             sqlstate: sqlstate.copied(),
@@ -57,7 +72,7 @@ impl Fixture {
     }
 }
 
-fn config(max: usize, top_k: usize) -> StatsConfig {
+pub(crate) fn config(max: usize, top_k: usize) -> StatsConfig {
     StatsConfig {
         max_fingerprints: max,
         top_k,
@@ -74,7 +89,7 @@ fn row(stats: &Stats, fp: u64) -> QueryStats {
         .unwrap_or_else(|| panic!("no row for {name}"))
 }
 
-fn scrape(stats: &Arc<Stats>) -> String {
+pub(crate) fn scrape(stats: &Arc<Stats>) -> String {
     let registry = Registry::new();
     stats.register(&registry).expect("register");
     let mut out = Vec::new();
@@ -209,6 +224,93 @@ fn routes_are_capped_and_keep_the_heavy_hitter() {
 }
 
 #[test]
+fn exemplar_is_replaced_once_it_is_older_than_the_window() {
+    let f = Fixture::new();
+    let stats = Stats::new(StatsConfig {
+        exemplar_window_s: 1,
+        ..StatsConfig::default()
+    });
+    let sql = |tp: &str| format!("SELECT 1 /*traceparent='{tp}'*/");
+    let ms = 1_000;
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-slow-01-01"),
+        900 * ms,
+        1_000 * ms,
+        0,
+        None,
+    );
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-fast-01-01"),
+        100 * ms,
+        1_500 * ms,
+        0,
+        None,
+    );
+    assert_eq!(
+        row(&stats, 12).traceparent.as_deref(),
+        Some("00-slow-01-01"),
+        "a faster one does not replace a recent slow one"
+    );
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-slower-01-01"),
+        950 * ms,
+        1_600 * ms,
+        0,
+        None,
+    );
+    assert_eq!(
+        row(&stats, 12).traceparent.as_deref(),
+        Some("00-slower-01-01")
+    );
+    // More than the 1 s window after the exemplar, even a fast statement replaces it.
+    f.run_at(
+        &stats,
+        12,
+        &sql("00-later-01-01"),
+        100 * ms,
+        2_700 * ms,
+        0,
+        None,
+    );
+    assert_eq!(
+        row(&stats, 12).traceparent.as_deref(),
+        Some("00-later-01-01")
+    );
+    assert_eq!(row(&stats, 12).traceparent_ms, Some(100.0));
+}
+
+#[test]
+fn tag_values_are_capped() {
+    let f = Fixture::new();
+    let stats = Stats::new(StatsConfig::default());
+    let long = "é".repeat(10_000);
+    for _ in 0..2 {
+        f.run(
+            &stats,
+            8,
+            &format!("SELECT 1 /*route='{long}',traceparent='{long}'*/"),
+            10,
+            0,
+            None,
+        );
+    }
+    let r = row(&stats, 8);
+    assert_eq!(r.routes.len(), 1, "capped values still compare equal");
+    assert_eq!(r.routes[0].count, 2);
+    assert!(r.routes[0].value.len() <= entry::MAX_TAG_VALUE);
+    assert!(
+        r.traceparent
+            .is_some_and(|t| t.len() <= entry::MAX_TAG_VALUE)
+    );
+}
+
+#[test]
 fn eviction_bounds_entries_and_keeps_every_call() {
     let f = Fixture::new();
     let stats = Stats::new(config(100, 200));
@@ -227,106 +329,13 @@ fn eviction_bounds_entries_and_keeps_every_call() {
     assert!(other.is_some_and(|o| o.calls >= 900));
     // The much-used entry is not the one evicted.
     assert_eq!(row(&stats, 0xbeef).calls, 50);
+    let other = stats.detail_other();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].stats.fingerprint, "other");
+    let folded: u64 = other[0].histogram.iter().map(|b| b.count).sum();
+    assert_eq!(folded, other[0].stats.calls, "histograms are folded too");
     let text = scrape(&Arc::new(stats));
     assert!(text.contains("pgshape_stats_evictions_total "), "{text}");
-}
-
-#[test]
-fn top_k_folds_the_rest_into_other() {
-    let f = Fixture::new();
-    let stats = Arc::new(Stats::new(config(5_000, 5)));
-    for fp in 1..=20u64 {
-        // Shape n has n calls of n ms: total time grows with n, so 16..=20 are the top 5.
-        for _ in 0..fp {
-            f.run(&*stats, fp, "SELECT 1", fp * 1_000, 2, None);
-        }
-    }
-    let text = scrape(&stats);
-    let counts: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("pgshape_query_duration_seconds_count"))
-        .collect();
-    assert_eq!(counts.len(), 6, "{counts:?}");
-    for fp in 16..=20u64 {
-        let name = Fingerprint(fp).to_string();
-        assert!(counts.iter().any(|l| l.contains(&name)), "{name} missing");
-    }
-    // The other series carries shapes 1..=15: 120 calls.
-    assert!(
-        counts
-            .iter()
-            .any(|l| l.contains(r#"fingerprint="other""#) && l.ends_with(" 120")),
-        "{counts:?}"
-    );
-    assert_eq!(text.matches("pgshape_query_info{").count(), 5);
-}
-
-#[test]
-fn series_stay_bounded_with_ten_thousand_fingerprints() {
-    let f = Fixture::new();
-    let (max, k) = (5_000, 200);
-    let stats = Arc::new(Stats::new(config(max, k)));
-    for fp in 0..10_000u64 {
-        f.run(
-            &*stats,
-            fp,
-            "SELECT 1 FROM t WHERE a = 1",
-            100 + fp,
-            1,
-            Some(b"57014"),
-        );
-    }
-    assert!(stats.len() <= max);
-    let text = scrape(&stats);
-    let series = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
-    let buckets = stats.config().histogram_buckets_ms.len() + 1;
-    // K own series plus one `other` for the single (database, user).
-    assert_eq!(series("pgshape_query_duration_seconds_count"), k + 1);
-    assert_eq!(
-        series("pgshape_query_duration_seconds_bucket"),
-        (k + 1) * buckets
-    );
-    assert_eq!(series("pgshape_query_calls_total"), k + 1);
-    assert_eq!(series("pgshape_query_errors_total"), k + 1);
-    assert_eq!(series("pgshape_query_info"), k);
-    let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-    let bound = (k + 1) * (buckets + 2 + 3) + k + 2;
-    assert!(samples <= bound, "{samples} samples > bound {bound}");
-}
-
-#[test]
-fn exposition_escapes_query_text() {
-    let f = Fixture::new();
-    let stats = Arc::new(Stats::new(StatsConfig::default()));
-    f.run(&*stats, 5, "SELECT \"we\\ird\"\nFROM t", 10, 0, None);
-    let text = scrape(&stats);
-    // Quotes and backslashes escaped (the normalizer already folded the newline).
-    assert!(
-        text.contains(r#"query="SELECT \"we\\ird\" FROM t""#),
-        "{text}"
-    ); // A newline inside a quoted identifier survives normalization and must be escaped.
-    f.run(&*stats, 6, "SELECT \"line\nbreak\"", 10, 0, None);
-    let text = scrape(&stats);
-    assert!(text.contains(r#"query="SELECT \"line\nbreak\"""#), "{text}");
-}
-
-#[test]
-fn promtool_accepts_the_exposition() {
-    let f = Fixture::new();
-    let stats = Arc::new(Stats::new(config(50, 10)));
-    for fp in 0..100u64 {
-        let sql = format!("SELECT \"c\" FROM t WHERE x = '{fp}'\n /*route='%2Fa%22b'*/");
-        f.run(
-            &*stats,
-            fp,
-            &sql,
-            100 * fp + 7,
-            fp,
-            (fp % 7 == 0).then_some(b"23505"),
-        );
-    }
-    let text = scrape(&stats);
-    promtool_check(&text);
 }
 
 /// Runs `promtool check metrics`; fails (not skips) when promtool is missing, so CI without

@@ -9,29 +9,39 @@
 
 use std::borrow::Cow;
 
+/// End (exclusive) of `sql` without trailing whitespace and semicolons.
+#[inline]
+fn trimmed_end(sql: &[u8]) -> usize {
+    sql.iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')
+        .map_or(0, |p| p + 1)
+}
+
 /// Cheap test run on every statement: sqlcommenter appends its comment at the very end.
 #[inline]
 pub fn may_have_tags(sql: &[u8]) -> bool {
-    let end = sql
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')
-        .map_or(0, |p| p + 1);
+    let end = trimmed_end(sql);
     end >= 4 && &sql[end - 2..end] == b"*/"
 }
 
 /// The body of the trailing sqlcommenter comment (between `/*` and `*/`), if any.
+#[inline]
 fn comment_body(sql: &[u8]) -> Option<&[u8]> {
-    if !may_have_tags(sql) {
+    let end = trimmed_end(sql);
+    if end < 4 || &sql[end - 2..end] != b"*/" {
         return None;
     }
-    let end = sql
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')?
-        .checked_sub(1)?;
-    // `end` is the index of `*` in the closing `*/`; find the opening `/*` before it.
-    let body_end = end;
-    let start = sql[..body_end].windows(2).rposition(|w| w == b"/*")? + 2;
-    Some(&sql[start..body_end])
+    let body_end = end - 2;
+    // The opening `/*`: the last `*` before the body (rare inside a tag comment) preceded by
+    // `/`. `memrchr` is SIMD; this search was a third of a tagged statement's update.
+    let mut hay = &sql[..body_end];
+    while let Some(i) = memchr::memrchr(b'*', hay) {
+        if i >= 1 && hay[i - 1] == b'/' {
+            return Some(&sql[i + 1..body_end]);
+        }
+        hay = &hay[..i];
+    }
+    None
 }
 
 /// Still URL-encoded `key='value'` pairs of the trailing sqlcommenter comment, read without
@@ -43,6 +53,7 @@ pub struct RawTags<'a> {
 
 impl<'a> RawTags<'a> {
     /// The tags of `sql`'s trailing comment; empty when it has none.
+    #[inline]
     pub fn of(sql: &'a [u8]) -> Self {
         RawTags {
             body: comment_body(sql).unwrap_or_default(),
@@ -59,40 +70,70 @@ impl<'a> RawTags<'a> {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
-    /// `(key, raw value)` pairs in order; malformed items are skipped.
+    /// `(key, raw value)` pairs that are UTF-8, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let body = self.body;
-        let mut i = 0;
+        self.iter_bytes()
+            .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+    }
+
+    /// `(key, raw value)` pairs as bytes, in order; malformed items are skipped. Bytes, so
+    /// that the hot path checks UTF-8 only of values it stores.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let mut rest = self.body;
+        // Jumps between delimiters with SIMD `memchr` rather than stepping through each byte.
         std::iter::from_fn(move || {
-            while i < body.len() {
-                let item_start = i;
-                // Up to the next comma outside quotes; `\'` escapes a quote inside a value.
-                let mut quoted = false;
-                while i < body.len() && (quoted || body[i] != b',') {
-                    match body[i] {
-                        b'\\' if quoted => i += 1,
-                        b'\'' => quoted = !quoted,
-                        _ => {}
+            while !rest.is_empty() {
+                let Some(eq) = memchr::memchr(b'=', rest) else {
+                    rest = &[];
+                    return None;
+                };
+                let key = rest[..eq].trim_ascii();
+                // A malformed item before this one leaves `junk,key`: keep only the key.
+                let key = match memchr::memrchr(b',', key) {
+                    Some(c) => key[c + 1..].trim_ascii(),
+                    None => key,
+                };
+                let after = rest[eq + 1..].trim_ascii_start();
+                let Some(value) = after.strip_prefix(b"'") else {
+                    rest = match memchr::memchr(b',', after) {
+                        Some(c) => &after[c + 1..],
+                        None => &[],
+                    };
+                    continue;
+                };
+                // The closing quote is the first one not escaped by a backslash.
+                let mut j = 0;
+                let end = loop {
+                    match memchr::memchr2(b'\'', b'\\', &value[j..]) {
+                        Some(p) if value[j + p] == b'\'' => break j + p,
+                        Some(p) if j + p + 2 <= value.len() => j += p + 2,
+                        _ => {
+                            rest = &[];
+                            return None;
+                        }
                     }
-                    i += 1;
+                };
+                rest = value[end + 1..].trim_ascii_start();
+                if let Some(next) = rest.strip_prefix(b",") {
+                    rest = next;
                 }
-                let item = &body[item_start..i.min(body.len())];
-                i += 1;
-                if let Some(pair) = split_pair(item) {
-                    return Some(pair);
-                }
+                return Some((key, &value[..end]));
             }
             None
         })
     }
 }
 
-fn split_pair(item: &[u8]) -> Option<(&str, &str)> {
-    let eq = item.iter().position(|b| *b == b'=')?;
-    let key = std::str::from_utf8(&item[..eq]).ok()?.trim();
-    let value = std::str::from_utf8(&item[eq + 1..]).ok()?.trim();
-    let value = value.strip_prefix('\'')?.strip_suffix('\'')?;
-    Some((key, value))
+/// `raw` cut to at most `max` bytes, backing off to a UTF-8 character boundary.
+pub fn truncate_bytes(raw: &[u8], max: usize) -> &[u8] {
+    if raw.len() <= max {
+        return raw;
+    }
+    let mut cut = max;
+    while cut > 0 && (raw[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    &raw[..cut]
 }
 
 /// Decodes a raw tag value: `\\x` escapes, then percent-encoding (sqlcommenter's order).
@@ -160,10 +201,17 @@ mod tests {
         assert_eq!(raw.get("d").map(decode).as_deref(), Some("/"));
         assert_eq!(raw.get("b").map(decode).as_deref(), Some("it's"));
         // The same values as the full parser gives.
-        let sql = b"SELECT 1 /*route='%5Eo%2F',b='it\\'s'*/";
-        let full = crate::sql::commenter::parse(sql).expect("parsed");
-        for (k, v) in RawTags::of(sql).iter() {
-            assert_eq!(full.get(k), Some(decode(v).as_ref()), "{k}");
+        for sql in [
+            &b"SELECT 1 /*route='%5Eo%2F',b='it\\'s'*/"[..],
+            b"SELECT * FROM t WHERE a = '/*x*/' /*action='list', controller='order',db_driver='django.db.backends.postgresql',framework='django%3A4.2.11',route='%5Eorders%2F%24',traceparent='00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01'*/ ;",
+            b"SELECT 1 /*a='x,y',b='\\\\'*/",
+        ] {
+            let full = crate::sql::commenter::parse(sql).expect("parsed");
+            let ours: Vec<(String, String)> = RawTags::of(sql)
+                .iter()
+                .map(|(k, v)| (k.to_owned(), decode(v).into_owned()))
+                .collect();
+            assert_eq!(ours.as_slice(), full.pairs(), "{}", String::from_utf8_lossy(sql));
         }
     }
 }

@@ -101,7 +101,7 @@ fn bytes_after_ssl_request_are_refused_before_the_handshake() {
     // through TLS.
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = ProxyUnderTest::start_with(cluster, |c| terminate_tls(c, &certs));
     let mut stream = connect(proxy.addr());
     let mut packet = SSL_REQUEST.to_vec();
@@ -119,7 +119,7 @@ fn bytes_after_ssl_request_are_refused_before_the_handshake() {
 
 #[test]
 fn scram_plus_is_stripped_and_abandoned_logins_leave_no_backend() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
     let proxy = ProxyUnderTest::start_with(cluster, |c| {
         c.upstream_sslmode = Some("require".into());
@@ -172,7 +172,7 @@ fn forwarder(to: SocketAddr) -> SocketAddr {
 
 #[test]
 fn verify_full_checks_the_upstream_name_and_verify_ca_does_not() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
     let ca = cluster.tls().expect("ssl cluster").ca_path();
     let other_name = forwarder(cluster.addr());
@@ -206,7 +206,7 @@ fn verify_full_checks_the_upstream_name_and_verify_ca_does_not() {
 fn unreachable_upstream_error_reaches_a_tls_client() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let dead = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
@@ -227,14 +227,14 @@ fn unreachable_upstream_error_reaches_a_tls_client() {
 /// session itself is TLS; pgshape forwards it on a plain connection to the TLS server.
 #[test]
 fn psql_ctrl_c_cancels_with_tls_on_both_sides() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = both_sides_tls(&certs);
     let conn = proxy.route(&db.user(AuthUser::Md5)).sslmode("require");
     let sql = "SELECT /*tls ctrl-c*/ pg_sleep(30)";
     let mut child = Command::new(PgBin::get().tool("psql"))
-        .env("PGPASSFILE", "/dev/null")
+        .env("PGPASSFILE", "/nonexistent/pgshape-tests/pgpass")
         .env_remove("PGSERVICE")
         .args(["-X", "-d", &conn.dsn(), "-c", sql])
         .stdin(Stdio::null())
@@ -257,6 +257,7 @@ fn psql_ctrl_c_cancels_with_tls_on_both_sides() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let took = interrupted.elapsed();
+    eprintln!("timing psql_ctrl_c_cancels_with_tls_on_both_sides: {took:?}");
     let output = child.wait_with_output().expect("psql output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -272,12 +273,12 @@ fn psql_ctrl_c_cancels_with_tls_on_both_sides() {
 #[test]
 fn driver_cancel_inside_tls() {
     use tokio_postgres::config::ChannelBinding;
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = both_sides_tls(&certs);
     let conn = proxy.route(&db.user(AuthUser::Scram));
-    let ca = certs.cert.ca_path();
+    let ca = certs.ca_path();
     let dbname = db.dbname.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

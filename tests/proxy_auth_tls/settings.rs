@@ -6,7 +6,7 @@ use super::*;
 
 #[test]
 fn url_sslmode_wins_over_upstream_sslmode() {
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
     let proxy = ProxyUnderTest::start_with(cluster, |c| {
         c.upstream = format!("postgres://127.0.0.1:{}/?sslmode=disable", cluster.port());
@@ -21,7 +21,7 @@ fn url_sslmode_wins_over_upstream_sslmode() {
 #[test]
 fn verify_full_without_a_root_certificate_uses_the_system_roots() {
     // The test CA is in no system store, so the server's certificate must be refused.
-    let cluster = ssl_cluster();
+    let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
     let proxy = ProxyUnderTest::start_with(cluster, |c| {
         c.upstream_sslmode = Some("verify-full".into());
@@ -39,7 +39,7 @@ fn verify_full_without_a_root_certificate_uses_the_system_roots() {
 fn client_tls_1_2_is_served_too() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
-    let certs = new_certs();
+    let certs = ServerCert::throwaway();
     let proxy = ProxyUnderTest::start_with(cluster, |c| terminate_tls(c, &certs));
     let conn = proxy.route(&db.user(AuthUser::Md5)).sslmode("require");
     let dsn = format!("{} ssl_max_protocol_version=TLSv1.2", conn.dsn());
@@ -61,8 +61,8 @@ type Adjust<'a> = Box<dyn Fn(&mut Config) + 'a>;
 
 #[test]
 fn misconfigured_tls_is_refused_at_start_naming_the_problem() {
-    let certs = new_certs();
-    let missing = certs.cert.ca_path().with_file_name("missing.pem");
+    let certs = ServerCert::throwaway();
+    let missing = certs.ca_path().with_file_name("missing.pem");
     let base = Config {
         listen: "127.0.0.1:0".into(),
         admin: None,
@@ -73,14 +73,14 @@ fn misconfigured_tls_is_refused_at_start_naming_the_problem() {
     let cases: [(&str, Adjust<'_>, String); 4] = [
         (
             "cert without key",
-            Box::new(|c| c.tls_cert = Some(certs.cert.cert_path())),
+            Box::new(|c| c.tls_cert = Some(certs.cert_path())),
             "tls_cert and tls_key must be given together".into(),
         ),
         (
             "missing certificate file",
             Box::new(|c| {
                 c.tls_cert = Some(missing.clone());
-                c.tls_key = Some(certs.cert.key_path());
+                c.tls_key = Some(certs.key_path());
             }),
             missing.display().to_string(),
         ),

@@ -490,6 +490,44 @@ fn warnings_go_before_the_first_answer_only() {
     );
 }
 
+#[test]
+fn parse_and_bind_replies_do_not_shorten_the_execution() {
+    let (mut t, c) = tracker();
+    let t0 = Instant::now();
+    t.on_client_message(
+        &FrontendMessage::Parse {
+            name: b"",
+            sql: b"SELECT pg_sleep(1)",
+        },
+        t0,
+    );
+    t.on_client_message(
+        &FrontendMessage::Bind {
+            portal: b"",
+            statement: b"",
+        },
+        t0,
+    );
+    t.on_client_message(
+        &FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        t0,
+    );
+    t.on_client_message(&FrontendMessage::Sync, t0);
+    // The server flushes ParseComplete/BindComplete with the result; even if they arrive
+    // early, the execution is timed from its forwarding.
+    let t1 = t0 + Duration::from_millis(990);
+    let t2 = t0 + Duration::from_millis(1000);
+    t.on_server_message(&BackendMessage::ParseComplete, t1);
+    t.on_server_message(&BackendMessage::BindComplete, t1);
+    t.on_server_message(&BackendMessage::DataRow, t2);
+    t.on_server_message(&cc(b"SELECT 1"), t2);
+    t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, t2);
+    assert_eq!(seen(&c)[0].duration, Duration::from_millis(1000));
+}
+
 /// The server flushes at Sync, so ParseComplete/BindComplete, and the CloseComplete and
 /// ReadyForQuery of a `Close`+`Sync` a driver sends ahead of its next statement, arrive in the
 /// same read as the statement's result; they must not move the statement's start to that read.

@@ -13,7 +13,6 @@
 //! counted by the caller, and no structural rule matches it (fail open).
 
 mod cache;
-mod comment;
 mod scope;
 mod values;
 mod walk;
@@ -27,7 +26,6 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 pub use cache::FactsCache;
-pub use comment::sqlcommenter_tags;
 pub use values::{ValueFacts, scan_values};
 
 /// Deepest expression nesting the parser accepts; deeper statements are left unanalysed

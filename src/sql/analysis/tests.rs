@@ -153,17 +153,43 @@ fn value_scan() {
 }
 
 #[test]
-fn sqlcommenter() {
-    let tags = sqlcommenter_tags(
-        b"SELECT 1 /*app_name='shop',controller='shop%3Aorder-list',route='api/orders/'*/",
-    );
-    assert_eq!(
-        tags,
-        vec![
-            ("app_name".into(), "shop".into()),
-            ("controller".into(), "shop:order-list".into()),
-            ("route".into(), "api/orders/".into()),
-        ]
-    );
-    assert!(sqlcommenter_tags(b"SELECT 1 /* just words */").is_empty());
+fn very_long_or_chains_do_not_exhaust_a_worker_stack() {
+    // ORMs build `a = 1 OR a = 2 OR …` left-deep; the walk must not recurse once per term.
+    let terms: Vec<String> = (0..20_000).map(|i| format!("a = {i}")).collect();
+    let sql = format!("SELECT * FROM t WHERE {} LIMIT 1", terms.join(" OR "));
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || analyze(sql.as_bytes()).map(|f| f.where_present))
+        .expect("thread");
+    let result = handle.join().expect("no stack overflow");
+    assert!(matches!(result, Ok(true) | Err(_)));
+}
+
+use proptest::prelude::*;
+
+const WORDS: &[&str] = &[
+    "SELECT", "DISTINCT", "FROM", "JOIN", "ON", "WHERE", "IN", "NOT", "LIKE", "OFFSET", "LIMIT",
+    "(", ")", ",", "=", "'%x'", "$1", "1", "ARRAY[", "]", "AND", "OR", ".", "*", "EXISTS", "UNION",
+    ";", "--", "/*", "\"q\"",
+];
+
+proptest! {
+    /// Fail open: whatever bytes arrive, analysis and the value scan return, never panic.
+    #[test]
+    fn arbitrary_input_never_panics(
+        parts in prop::collection::vec(
+            prop_oneof![
+                "[a-z_]{1,8}",
+                prop::sample::select(WORDS).prop_map(str::to_owned),
+            ],
+            0..40,
+        ),
+        raw in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let sql = parts.join(" ");
+        let _ = analyze(sql.as_bytes());
+        let _ = scan_values(sql.as_bytes());
+        let _ = analyze(&raw);
+        let _ = scan_values(&raw);
+    }
 }

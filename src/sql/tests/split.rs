@@ -92,3 +92,16 @@ fn trailing_comments_stay_with_their_statement() {
         ["SELECT 1 /*route='a'*/", "SELECT 2 /*route='b'*/"]
     );
 }
+
+#[test]
+fn single_statement_fast_path_agrees_with_lexing() {
+    assert_eq!(split("  SELECT 1  "), ["SELECT 1"]);
+    assert_eq!(split("SELECT 1 ;\n"), ["SELECT 1"]);
+    assert_eq!(split("SELECT ';'"), ["SELECT ';'"]);
+    assert_eq!(split("SELECT 1 /* c */"), ["SELECT 1 /* c */"]);
+    assert_eq!(split(";"), Vec::<&str>::new());
+    assert_eq!(split(" -- only a comment"), Vec::<&str>::new());
+    assert_eq!(split("/* c */ SELECT 1"), ["/* c */ SELECT 1"]);
+    assert_eq!(split("- -1"), ["- -1"]);
+    assert_eq!(split("x"), ["x"]);
+}

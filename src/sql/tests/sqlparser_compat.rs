@@ -208,6 +208,15 @@ proptest! {
         prop_assert_eq!(ours(&sql), theirs(&sql), "for {}", sql);
     }
 
+    /// The splitter's no-lexing fast path cuts where lexing cuts.
+    #[test]
+    fn split_fast_path_agrees(sql in statement(), tail in prop::sample::select(vec!["", ";", " ; ", "\n"])) {
+        let sql = format!("{sql}{tail}");
+        let fast: Vec<_> = crate::sql::split_statements(sql.as_bytes()).collect();
+        let slow: Vec<_> = crate::sql::split::split_statements_by_lexing(sql.as_bytes()).collect();
+        prop_assert_eq!(fast, slow, "for {:?}", sql);
+    }
+
     /// Re-spacing and re-commenting a statement never changes its fingerprint.
     #[test]
     fn trivia_do_not_change_the_fingerprint(

@@ -19,15 +19,18 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
         let end = match t.kind {
             k if k.is_constant() => {
                 let mut end = t.end;
-                if k.is_string() {
-                    // 'a' 'b' on two lines is one literal; U&'...' UESCAPE '!' too.
+                // 'a' 'b' across a line break is one literal (on one line it is a syntax error,
+                // fingerprinted the same way); U&'...' UESCAPE '!' too. A look at the next raw
+                // byte keeps the common case to no extra lexing.
+                if k.is_string() && (k == TokenKind::UnicodeString || self.string_may_follow(end)) {
                     loop {
-                        match ahead.peek() {
+                        let mut a = ahead;
+                        match a.next() {
                             Some(n) if n.kind.is_string() => end = n.end,
                             Some(n) if self.is_word(n, b"uescape") => end = n.end,
                             _ => break,
                         }
-                        ahead.next();
+                        ahead = a;
                     }
                 }
                 end
@@ -57,6 +60,22 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
         let end = self.skip_casts(&mut ahead, end);
         *toks = ahead;
         Some(end)
+    }
+
+    /// Whether the next significant token after `at` might be a string: the next byte that
+    /// is not whitespace starts a string, a string prefix, or a comment.
+    fn string_may_follow(&self, at: usize) -> bool {
+        let rest = self.sql.get(at..).unwrap_or_default();
+        let Some(i) = rest.iter().position(|b| !b.is_ascii_whitespace()) else {
+            return false;
+        };
+        match rest[i] {
+            b'\'' | b'$' | b'-' | b'/' => true,
+            b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N' | b'u' | b'U' => {
+                matches!(rest.get(i + 1), Some(b'\'' | b'&'))
+            }
+            _ => false,
+        }
     }
 
     /// After `[`: the end of the `]` if every element is a constant (or a nested `[...]` of them).

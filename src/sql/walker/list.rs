@@ -36,36 +36,51 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
         let mut first = true;
         let mut prev_shape: Option<u64> = None;
         let mut elided = false;
-        while let Some(t) = toks.peek() {
+        loop {
+            let mut probe = *toks;
+            let Some(t) = probe.next() else { break };
             if t.kind == TokenKind::Punct && matches!(self.text(t), b")" | b"]") {
                 if self.text(t) == close {
-                    toks.next();
+                    *toks = probe;
                     self.sink.symbol(close, t.range());
                 }
                 break;
             }
             if self.is_punct(t, b",") {
                 // Only reached on malformed input (`IN (,1)`); keep the comma and go on.
-                toks.next();
+                *toks = probe;
                 self.sink.symbol(b",", t.range());
                 continue;
             }
-            let mut probe = *toks;
-            probe.next();
-            let lone = self
-                .constant(t, self.kw(t), &mut probe, true, PrevWord::Other)
-                .filter(|_| {
-                    probe
-                        .peek()
-                        .is_some_and(|n| self.is_punct(n, b",") || self.is_punct(n, close))
-                });
-            let (shape, element, after) = match lone {
-                Some(end) => (Some(CONSTANT_SHAPE), t.start..end, probe),
+            // Fast path, one lexing pass: the element is a lone constant followed by `,` or the
+            // closing bracket. `next` is then where the following element starts.
+            let mut lone = None;
+            let mut next = probe;
+            if let Some(end) = self.constant(t, self.kw(t), &mut probe, true, PrevWord::Other) {
+                let mut past_sep = probe;
+                match past_sep.next() {
+                    Some(n) if self.is_punct(n, b",") => {
+                        lone = Some(end);
+                        next = past_sep;
+                    }
+                    Some(n) if self.is_punct(n, close) => {
+                        lone = Some(end);
+                        next = probe;
+                    }
+                    _ => {}
+                }
+            }
+            let (shape, element) = match lone {
+                Some(end) => (Some(CONSTANT_SHAPE), t.start..end),
                 None => {
-                    let (range, after) = self.scan_element(*toks);
+                    let (range, mut after) = self.scan_element(*toks);
                     let more = after.peek().is_some_and(|n| self.is_punct(n, b","));
                     let shape = (!first || more).then(|| self.shape(range.clone()));
-                    (shape.map(|s| s | 1), range, after)
+                    if more {
+                        after.next();
+                    }
+                    next = after;
+                    (shape.map(|s| s | 1), range)
                 }
             };
             if !first && shape.is_some() && shape == prev_shape {
@@ -86,10 +101,7 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
                 elided = false;
             }
             first = false;
-            *toks = after;
-            if toks.peek().is_some_and(|n| self.is_punct(n, b",")) {
-                toks.next();
-            }
+            *toks = next;
         }
         self.prev = Prev::Operand;
     }

@@ -57,6 +57,16 @@ fn one_of(text: &[u8], words: &[&[u8]]) -> bool {
     words.iter().any(|w| text.eq_ignore_ascii_case(w))
 }
 
+/// Cheap pre-check for [`Walker::constant`], so most tokens skip the call.
+#[inline]
+fn may_start_constant(kind: TokenKind, kw: Kw, sign_ok: bool) -> bool {
+    match kind {
+        TokenKind::Ident => matches!(kw, Kw::Null | Kw::Bool | Kw::Array | Kw::LiteralType),
+        TokenKind::Operator => sign_ok,
+        k => k.is_constant(),
+    }
+}
+
 /// Walks `range` of `sql` and feeds its normalized tokens to `sink`.
 pub(crate) fn walk<S: Sink>(sql: &[u8], range: Range<usize>, sink: &mut S) {
     let mut w = Walker::new(sql, sink);
@@ -123,7 +133,9 @@ impl<'a, 's, S: Sink> Walker<'a, 's, S> {
         let prev_word = std::mem::replace(&mut self.prev_word, PrevWord::Other);
         let sign_ok = self.prev == Prev::Operator;
         let kw = self.kw(t);
-        if let Some(end) = self.constant(t, kw, toks, sign_ok, prev_word) {
+        if may_start_constant(t.kind, kw, sign_ok)
+            && let Some(end) = self.constant(t, kw, toks, sign_ok, prev_word)
+        {
             self.sink.placeholder(t.start..end);
             self.prev = Prev::Operand;
             return;

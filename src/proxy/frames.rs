@@ -1,0 +1,157 @@
+//! What each pump does with the frames it sees: the client side registers requests with the
+//! statement tracker (and checks the SCRAM channel-binding flag), the server side feeds replies
+//! to it, strips `-PLUS` SASL mechanisms and injects rule warnings.
+
+use std::cell::RefCell;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::metrics::ProxyMetrics;
+use super::pump::{Action, FrameHandler, PumpEnd, PumpError, Side};
+use super::tracker::{ClientAction, ServerAction, Tracker};
+use crate::protocol::backend::{BackendMessage, strip_channel_binding};
+use crate::protocol::frontend::{FrontendMessage, SaslInitialResponse};
+
+/// Where the session stands in the protocol. Only the transitions the proxy acts on are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Between StartupMessage and the first ReadyForQuery.
+    Authenticating,
+    /// The server sent AuthenticationSASL; the client's next `p` is SASLInitialResponse.
+    SaslInitial,
+    /// Authenticated; queries flow.
+    Ready,
+}
+
+pub(super) struct SessionState {
+    pub(super) tracker: Tracker,
+    pub(super) phase: Phase,
+    pub(super) server_tls: bool,
+    /// The BackendKeyData body (process id, secret key), to cancel a statement on shutdown.
+    pub(super) cancel_key: Option<Vec<u8>>,
+}
+
+/// The client side's view of frames: registers requests with the tracker before they are
+/// forwarded, and checks the SCRAM channel-binding flag.
+pub(super) struct ClientFrames<'a> {
+    pub(super) state: &'a RefCell<SessionState>,
+    pub(super) metrics: &'a ProxyMetrics,
+}
+
+impl FrameHandler for ClientFrames<'_> {
+    fn streams(&self, tag: u8) -> bool {
+        tag == b'd'
+    }
+
+    fn on_streamed(&mut self, _tag: u8) -> Option<Bytes> {
+        None
+    }
+
+    fn on_frame(&mut self, frame: &[u8], now: Instant) -> Result<Action, PumpError> {
+        let protocol = |error| PumpError::Protocol {
+            side: Side::Client,
+            error,
+        };
+        match frame[0] {
+            b'X' => Ok(Action::ForwardAndStop(PumpEnd::Terminated)),
+            b'p' => {
+                let mut state = self.state.borrow_mut();
+                if state.phase == Phase::SaslInitial {
+                    state.phase = Phase::Authenticating;
+                    let sasl = SaslInitialResponse::decode(frame).map_err(protocol)?;
+                    // `y`: the client could bind the channel but thinks the server cannot; a
+                    // TLS server that offered -PLUS rejects that as a downgrade attack.
+                    if sasl.gs2_flag == Some(b'y') && state.server_tls {
+                        return Err(PumpError::ChannelBindingDowngrade);
+                    }
+                }
+                Ok(Action::Forward)
+            }
+            b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F' => {
+                let message = FrontendMessage::decode(frame).map_err(protocol)?;
+                let action = self
+                    .state
+                    .borrow_mut()
+                    .tracker
+                    .on_client_message(&message, now);
+                Ok(match action {
+                    ClientAction::Forward => Action::Forward,
+                    ClientAction::Replace(bytes) => Action::Replace(bytes),
+                })
+            }
+            _ => Ok(Action::Forward),
+        }
+    }
+
+    fn on_batch(&mut self, bytes: usize, frames: u64) {
+        self.metrics.bytes_client_to_server.inc_by(bytes as u64);
+        self.metrics.frames_client_to_server.inc_by(frames);
+    }
+}
+
+/// The server side's view: feeds the tracker, strips `-PLUS` SASL mechanisms.
+pub(super) struct ServerFrames<'a> {
+    pub(super) state: &'a RefCell<SessionState>,
+    pub(super) metrics: &'a ProxyMetrics,
+    pub(super) statements_reported: u64,
+}
+
+impl FrameHandler for ServerFrames<'_> {
+    fn streams(&self, tag: u8) -> bool {
+        tag == b'D' || tag == b'd'
+    }
+
+    #[inline]
+    fn on_streamed(&mut self, tag: u8) -> Option<Bytes> {
+        if tag == b'D' {
+            return self.state.borrow_mut().tracker.on_data_row();
+        }
+        None
+    }
+
+    fn on_frame(&mut self, frame: &[u8], now: Instant) -> Result<Action, PumpError> {
+        let protocol = |error| PumpError::Protocol {
+            side: Side::Server,
+            error,
+        };
+        let message = BackendMessage::decode(frame).map_err(protocol)?;
+        let mut state = self.state.borrow_mut();
+        match message {
+            BackendMessage::Authentication { code: 10 } => {
+                state.phase = Phase::SaslInitial;
+                return Ok(match strip_channel_binding(frame).map_err(protocol)? {
+                    Some(rewritten) => Action::Replace(rewritten),
+                    None => Action::Forward,
+                });
+            }
+            BackendMessage::ReadyForQuery { .. } => state.phase = Phase::Ready,
+            BackendMessage::BackendKeyData => {
+                state.cancel_key = Some(crate::protocol::frame::body(frame).to_vec());
+            }
+            _ => {}
+        }
+        Ok(match state.tracker.on_server_message(&message, now) {
+            ServerAction::Forward => Action::Forward,
+            ServerAction::Drop => Action::Replace(Vec::new()),
+            ServerAction::Prepend(notice) => {
+                let mut bytes = Vec::with_capacity(notice.len() + frame.len());
+                bytes.extend_from_slice(&notice);
+                bytes.extend_from_slice(frame);
+                Action::Replace(bytes)
+            }
+        })
+    }
+
+    fn on_batch(&mut self, bytes: usize, frames: u64) {
+        self.metrics.bytes_server_to_client.inc_by(bytes as u64);
+        self.metrics.frames_server_to_client.inc_by(frames);
+        let statements = self.state.borrow().tracker.statements();
+        if statements > self.statements_reported {
+            self.metrics
+                .statements
+                .inc_by(statements - self.statements_reported);
+            self.statements_reported = statements;
+        }
+    }
+}

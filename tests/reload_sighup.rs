@@ -1,0 +1,143 @@
+//! Hot reload of the `pgshape serve` binary: SIGHUP re-reads the rule files and changes what
+//! happens to new statements on connections that stay open; a broken file is rejected with
+//! its name and the previous rules stay active.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{PgCluster, psql_query};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+const QUERY: &str = "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id";
+
+struct Serve {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn hup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn write_rule(dir: &Path, action: &str) {
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/distinct-over-fanout-join.toml");
+    let text = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("action = \"observe\"", &format!("action = \"{action}\""));
+    std::fs::write(dir.join("distinct-over-fanout-join.toml"), text).unwrap();
+}
+
+#[tokio::test]
+async fn sighup_reloads_rules_without_dropping_connections() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    psql_query(
+        &db,
+        "CREATE TABLE orders(id int primary key); \
+         CREATE TABLE order_items(id int primary key, order_id int references orders(id)); \
+         INSERT INTO orders VALUES (1), (2); INSERT INTO order_items VALUES (1, 1), (2, 1), (3, 2)",
+    );
+    let rules = tempfile::tempdir().unwrap();
+    write_rule(rules.path(), "observe");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = rules.path().join("pgshape.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
+        .args([
+            "serve",
+            "--admin",
+            "off",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--upstream", &cluster.addr().to_string()])
+        .arg("--rules")
+        .arg(rules.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let serve = Serve { child, log };
+    serve.wait_log("pgshape listening");
+
+    let via = db.via(format!("127.0.0.1:{port}").parse().unwrap());
+    let (client, mut connection) = via.tokio_config().connect(NoTls).await.unwrap();
+    let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = notices.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let AsyncMessage::Notice(n) = message {
+                seen.lock().unwrap().push(n.message().to_owned());
+            }
+        }
+    });
+    let warned = || {
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains("distinct-over-fanout-join"))
+            .count()
+    };
+
+    client.simple_query(QUERY).await.unwrap();
+    assert_eq!(warned(), 0, "observe sends no notice");
+
+    write_rule(rules.path(), "warn");
+    serve.hup();
+    serve.wait_log("rules reloaded");
+    client.simple_query(QUERY).await.unwrap();
+    assert_eq!(warned(), 1, "the same connection now gets the warning");
+
+    std::fs::write(
+        rules.path().join("broken.toml"),
+        "id = \"broken\"\nseverity = \"warning\"\naction = \"explode\"\n",
+    )
+    .unwrap();
+    serve.hup();
+    let log = serve.wait_log("rule reload rejected");
+    assert!(log.contains("broken.toml"), "names the file: {log}");
+    client.simple_query(QUERY).await.unwrap();
+    assert_eq!(warned(), 2, "the previous rules stay active");
+}
