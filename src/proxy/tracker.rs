@@ -397,7 +397,6 @@ impl Tracker {
                         break;
                     }
                 }
-                self.last_completion = now;
                 if status == b'I' {
                     // Portals do not outlive their transaction.
                     self.portals.clear();
@@ -418,9 +417,12 @@ impl Tracker {
     /// Pops the head of the FIFO and returns it with the time its work started: when it was
     /// forwarded, or when the server finished the entry before it, whichever is later.
     ///
-    /// Only statement completions (and ReadyForQuery) move that bound: the server does not
-    /// flush ParseComplete or BindComplete on their own, so their arrival says nothing about
-    /// when the statement behind them started.
+    /// Only statement completions move that bound: the server does not flush ParseComplete or
+    /// BindComplete on their own, so their arrival says nothing about when the statement
+    /// behind them started. Neither does ReadyForQuery: the CloseComplete/ReadyForQuery of a
+    /// `Close`+`Sync` that tokio-postgres sends ahead of its next Query arrive in the same read
+    /// as that Query's result (and a ReadyForQuery the client waited for precedes the next
+    /// forwarding anyway).
     fn pop_front(&mut self, now: Instant) -> Option<(Entry, Instant)> {
         let entry = self.pending.pop_front()?;
         let start = entry.forwarded_at.max(self.last_completion);

@@ -199,7 +199,14 @@ impl Stats {
     }
 
     fn row(&self, fp: Option<u64>, query: &str, db: &str, user: &str, d: &EntryData) -> QueryStats {
-        let q = |p: f64| d.hist.quantile(p).map_or(0.0, ms);
+        // A bucket's representative value may lie up to 1 % outside the exact extremes; clamp
+        // so that min <= p50 <= ... <= p99 <= max always reads true (max/min, not clamp, which
+        // would panic on an inconsistent entry).
+        let q = |p: f64| {
+            d.hist
+                .quantile(p)
+                .map_or(0.0, |v| ms(v.max(d.min_ns as f64).min(d.max_ns as f64)))
+        };
         let mut routes = d.routes.clone();
         // Most frequent first; on ties `route` before `controller` before `action`.
         let tag_rank = |t: &str| ROUTE_TAGS.iter().position(|x| *x == t);

@@ -527,3 +527,62 @@ fn parse_and_bind_replies_do_not_shorten_the_execution() {
     t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, t2);
     assert_eq!(seen(&c)[0].duration, Duration::from_millis(1000));
 }
+
+/// The server flushes at Sync, so ParseComplete/BindComplete, and the CloseComplete and
+/// ReadyForQuery of a `Close`+`Sync` a driver sends ahead of its next statement, arrive in the
+/// same read as the statement's result; they must not move the statement's start to that read.
+#[test]
+fn replies_arriving_with_the_result_do_not_shorten_the_statement() {
+    let (mut t, c) = tracker();
+    let t0 = Instant::now();
+    t.on_client_message(
+        &FrontendMessage::Close {
+            kind: b'S',
+            name: b"s0",
+        },
+        t0,
+    );
+    t.on_client_message(&FrontendMessage::Sync, t0);
+    t.on_client_message(
+        &FrontendMessage::Parse {
+            name: b"",
+            sql: b"SELECT 1",
+        },
+        t0,
+    );
+    t.on_client_message(
+        &FrontendMessage::Bind {
+            portal: b"",
+            statement: b"",
+        },
+        t0,
+    );
+    t.on_client_message(
+        &FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        },
+        t0,
+    );
+    t.on_client_message(&FrontendMessage::Sync, t0);
+    t.on_client_message(&FrontendMessage::Query { sql: b"SELECT 2" }, t0);
+    let t1 = t0 + Duration::from_millis(3);
+    for m in [
+        BackendMessage::CloseComplete,
+        BackendMessage::ReadyForQuery { status: b'I' },
+        BackendMessage::ParseComplete,
+        BackendMessage::BindComplete,
+        cc(b"SELECT 1"),
+        BackendMessage::ReadyForQuery { status: b'I' },
+    ] {
+        t.on_server_message(&m, t1);
+    }
+    let t2 = t1 + Duration::from_millis(2);
+    t.on_server_message(&cc(b"SELECT 1"), t2);
+    t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, t2);
+    let s = seen(&c);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].duration, Duration::from_millis(3));
+    // Pipelined behind the first statement: it started when that one finished.
+    assert_eq!(s[1].duration, Duration::from_millis(2));
+}
