@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use dashmap::DashMap;
+use prometheus::IntCounter;
 use serde_json::{Value, json};
 
 use super::{Action, RuleEngine};
@@ -21,15 +22,34 @@ const MAX_FINGERPRINTS: usize = 10_000;
 const TOP_FINGERPRINTS: usize = 10;
 
 /// Hit counts per rule and per (fingerprint, rule).
+///
+/// A repeated hit (a hot statement matching n-plus-one on every execution) costs a shard read
+/// lock and two atomic increments: the slot keeps its count and its Prometheus counter, so
+/// neither the label set is hashed nor the fingerprint formatted again.
 #[derive(Debug, Default)]
 pub struct HitStats {
     totals: DashMap<Arc<str>, AtomicU64>,
-    by_fingerprint: DashMap<Fingerprint, Vec<(Arc<str>, u64, Action)>>,
+    by_fingerprint: DashMap<Fingerprint, Vec<Slot>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    rule: Arc<str>,
+    hits: AtomicU64,
+    action: Action,
+    counter: Option<IntCounter>,
 }
 
 impl HitStats {
     /// Counts a hit; returns whether it is the first of this rule on this fingerprint.
-    pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) -> bool {
+    /// `counter` makes the Prometheus child for a new (rule, fingerprint, action) slot.
+    pub(crate) fn record(
+        &self,
+        rule: &Arc<str>,
+        fingerprint: Fingerprint,
+        action: Action,
+        counter: impl FnOnce() -> Option<IntCounter>,
+    ) -> bool {
         if let Some(total) = self.totals.get(rule) {
             total.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -38,20 +58,43 @@ impl HitStats {
                 .or_default()
                 .fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(slots) = self.by_fingerprint.get(&fingerprint)
+            && let Some(slot) = slots
+                .iter()
+                .find(|s| Arc::ptr_eq(&s.rule, rule) || s.rule == *rule)
+            && slot.action == action
+        {
+            slot.hits.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = &slot.counter {
+                c.inc();
+            }
+            return false;
+        }
+        let counter = counter();
+        if let Some(c) = &counter {
+            c.inc();
+        }
         if self.by_fingerprint.len() >= MAX_FINGERPRINTS
             && !self.by_fingerprint.contains_key(&fingerprint)
         {
             return false;
         }
-        let mut entry = self.by_fingerprint.entry(fingerprint).or_default();
-        match entry.iter_mut().find(|(r, ..)| r == rule) {
+        let mut slots = self.by_fingerprint.entry(fingerprint).or_default();
+        match slots.iter_mut().find(|s| s.rule == *rule) {
+            // The rule's action changed (reload): keep counting, under the new action's series.
             Some(slot) => {
-                slot.1 += 1;
-                slot.2 = action;
+                slot.hits.fetch_add(1, Ordering::Relaxed);
+                slot.action = action;
+                slot.counter = counter;
                 false
             }
             None => {
-                entry.push((rule.clone(), 1, action));
+                slots.push(Slot {
+                    rule: rule.clone(),
+                    hits: AtomicU64::new(1),
+                    action,
+                    counter,
+                });
                 true
             }
         }
@@ -61,7 +104,7 @@ impl HitStats {
     pub fn rules_for(&self, fingerprint: Fingerprint) -> Vec<String> {
         self.by_fingerprint
             .get(&fingerprint)
-            .map(|e| e.iter().map(|(r, ..)| r.to_string()).collect())
+            .map(|e| e.iter().map(|s| s.rule.to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -79,8 +122,8 @@ impl HitStats {
             .filter_map(|e| {
                 e.value()
                     .iter()
-                    .find(|(r, ..)| &**r == rule)
-                    .map(|(_, n, _)| (*e.key(), *n))
+                    .find(|s| &*s.rule == rule)
+                    .map(|s| (*e.key(), s.hits.load(Ordering::Relaxed)))
             })
             .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

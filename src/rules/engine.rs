@@ -360,11 +360,19 @@ impl RuleEngine {
     }
 
     fn count(&self, stmt: &StatementInput<'_>, hits: &[Hit]) {
-        let fingerprint = stmt.fingerprint.to_string();
         for hit in hits {
             let first = self
                 .stats
-                .record(&hit.rule.id, stmt.fingerprint, hit.action);
+                .record(&hit.rule.id, stmt.fingerprint, hit.action, || {
+                    let fingerprint = stmt.fingerprint.to_string();
+                    self.metrics.as_ref().map(|m| {
+                        m.hits.with_label_values(&[
+                            &*hit.rule.id,
+                            &fingerprint,
+                            hit.action.as_str(),
+                        ])
+                    })
+                });
             // The first hit of a rule on a shape is news; repeats (an n+1 loop) are counted,
             // and logged only at debug level.
             macro_rules! log_hit {
@@ -372,7 +380,7 @@ impl RuleEngine {
                     tracing::$level!(
                         target: "pgshape::rules",
                         rule = %hit.rule.id,
-                        fingerprint = %fingerprint,
+                        fingerprint = %stmt.fingerprint,
                         action = hit.action.as_str(),
                         severity = hit.rule.severity.as_str(),
                         decided_by = hit.decided_by.map(OracleKind::as_str),
@@ -386,11 +394,6 @@ impl RuleEngine {
                 log_hit!(info);
             } else {
                 log_hit!(debug);
-            }
-            if let Some(m) = &self.metrics {
-                m.hits
-                    .with_label_values(&[&*hit.rule.id, &fingerprint, hit.action.as_str()])
-                    .inc();
             }
         }
     }
