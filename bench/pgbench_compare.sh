@@ -3,8 +3,8 @@
 # through pgbouncer (pool_mode = session), on a throw-away cluster this script starts itself.
 #
 # Every (mode, clients) cell is measured RUNS times, interleaving the targets within each round
-# so slow drift of the machine (other load, thermal) hits all targets alike; the table shows
-# medians. Added latency = median pgbench "latency average" of the target minus direct's; with
+# (in an order rotated from round to round) so slow drift of the machine (other load, thermal,
+# caches) hits all targets alike; the table shows medians. Added latency = median pgbench "latency average" of the target minus direct's; with
 # -S a transaction is one SELECT, so that is the cost per statement.
 #
 # Usage: bench/pgbench_compare.sh            (environment variables below change the defaults)
@@ -187,7 +187,12 @@ for round in $(seq 1 "$RUNS"); do
     for mode in $MODES; do
         for clients in $CLIENTS; do
             jobs=$((clients > 1 ? 2 : 1))
-            for target in $TARGETS; do
+            # Rotate the order each round: whoever runs first after a pause or after another
+            # target meets different caches, and a fixed order would bias one target.
+            read -r -a order <<<"$TARGETS"
+            shift_by=$(((round - 1) % ${#order[@]}))
+            rotated=("${order[@]:shift_by}" "${order[@]:0:shift_by}")
+            for target in "${rotated[@]}"; do
                 out=$("$PGBENCH" -n -S -M "$mode" -c "$clients" -j "$jobs" -T "$DURATION" \
                     -h 127.0.0.1 -p "${PORT[$target]}" -U bench bench 2>&1) \
                     || die "pgbench against $target failed:\n$out"
