@@ -65,6 +65,18 @@ fn cc(tag: &'static [u8]) -> BackendMessage<'static> {
     BackendMessage::CommandComplete { tag }
 }
 
+fn parse<'a>(name: &'a [u8], sql: &'a [u8]) -> FrontendMessage<'a> {
+    FrontendMessage::Parse { name, sql }
+}
+
+fn bind<'a>(portal: &'a [u8], statement: &'a [u8]) -> FrontendMessage<'a> {
+    FrontendMessage::Bind { portal, statement }
+}
+
+fn execute(portal: &[u8], max_rows: i32) -> FrontendMessage<'_> {
+    FrontendMessage::Execute { portal, max_rows }
+}
+
 #[test]
 fn multi_statement_query_gives_one_event_per_statement() {
     let (mut t, c) = tracker();
@@ -137,13 +149,7 @@ fn pipelined_extended_protocol_matches_in_order() {
     let now = Instant::now();
     for (name, sql) in [(&b"a"[..], &b"SELECT 1"[..]), (b"b", b"SELECT 2")] {
         t.on_client_message(&FrontendMessage::Parse { name, sql }, now);
-        t.on_client_message(
-            &FrontendMessage::Bind {
-                portal: b"",
-                statement: name,
-            },
-            now,
-        );
+        t.on_client_message(&bind(b"", name), now);
         t.on_client_message(
             &FrontendMessage::Describe {
                 kind: b'P',
@@ -151,13 +157,7 @@ fn pipelined_extended_protocol_matches_in_order() {
             },
             now,
         );
-        t.on_client_message(
-            &FrontendMessage::Execute {
-                portal: b"",
-                max_rows: 0,
-            },
-            now,
-        );
+        t.on_client_message(&execute(b"", 0), now);
     }
     t.on_client_message(&FrontendMessage::Sync, now);
     for rows in [2u64, 1] {
@@ -190,13 +190,7 @@ fn error_in_pipeline_skips_until_sync() {
         portal: b"",
         statement: b"s",
     };
-    t.on_client_message(
-        &FrontendMessage::Parse {
-            name: b"s",
-            sql: b"INSERT INTO t VALUES ($1)",
-        },
-        now,
-    );
+    t.on_client_message(&parse(b"s", b"INSERT INTO t VALUES ($1)"), now);
     t.on_client_message(&FrontendMessage::Sync, now);
     for _ in 0..3 {
         t.on_client_message(&bind, now);
@@ -228,27 +222,9 @@ fn error_in_pipeline_skips_until_sync() {
 fn parse_error_is_reported_against_its_statement() {
     let (mut t, c) = tracker();
     let now = Instant::now();
-    t.on_client_message(
-        &FrontendMessage::Parse {
-            name: b"",
-            sql: b"SELEC 1",
-        },
-        now,
-    );
-    t.on_client_message(
-        &FrontendMessage::Bind {
-            portal: b"",
-            statement: b"",
-        },
-        now,
-    );
-    t.on_client_message(
-        &FrontendMessage::Execute {
-            portal: b"",
-            max_rows: 0,
-        },
-        now,
-    );
+    t.on_client_message(&parse(b"", b"SELEC 1"), now);
+    t.on_client_message(&bind(b"", b""), now);
+    t.on_client_message(&execute(b"", 0), now);
     t.on_client_message(&FrontendMessage::Sync, now);
     t.on_server_message(&error(b"42601"), now);
     t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, now);
@@ -269,21 +245,9 @@ fn portal_suspended_counts_rows_per_execute() {
         },
         now,
     );
-    t.on_client_message(
-        &FrontendMessage::Bind {
-            portal: b"c",
-            statement: b"",
-        },
-        now,
-    );
+    t.on_client_message(&bind(b"c", b""), now);
     for _ in 0..2 {
-        t.on_client_message(
-            &FrontendMessage::Execute {
-                portal: b"c",
-                max_rows: 3,
-            },
-            now,
-        );
+        t.on_client_message(&execute(b"c", 3), now);
     }
     t.on_client_message(&FrontendMessage::Sync, now);
     t.on_server_message(&BackendMessage::ParseComplete, now);
@@ -306,13 +270,7 @@ fn portal_suspended_counts_rows_per_execute() {
 fn unknown_portal_still_yields_an_event() {
     let (mut t, c) = tracker();
     let now = Instant::now();
-    t.on_client_message(
-        &FrontendMessage::Execute {
-            portal: b"nope",
-            max_rows: 0,
-        },
-        now,
-    );
+    t.on_client_message(&execute(b"nope", 0), now);
     t.on_client_message(&FrontendMessage::Sync, now);
     t.on_server_message(&error(b"34000"), now);
     t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, now);
@@ -418,20 +376,8 @@ fn blocked_execute_swallows_pgshape_replies() {
         sql: b"DELETE FROM t",
     };
     assert_eq!(t.on_client_message(&parse, now), ClientAction::Forward);
-    t.on_client_message(
-        &FrontendMessage::Bind {
-            portal: b"",
-            statement: b"",
-        },
-        now,
-    );
-    let action = t.on_client_message(
-        &FrontendMessage::Execute {
-            portal: b"",
-            max_rows: 0,
-        },
-        now,
-    );
+    t.on_client_message(&bind(b"", b""), now);
+    let action = t.on_client_message(&execute(b"", 0), now);
     assert!(matches!(action, ClientAction::Replace(_)));
     t.on_client_message(&FrontendMessage::Sync, now);
     let fwd = |t: &mut Tracker, m: BackendMessage<'_>| t.on_server_message(&m, now);
@@ -494,27 +440,9 @@ fn warnings_go_before_the_first_answer_only() {
 fn parse_and_bind_replies_do_not_shorten_the_execution() {
     let (mut t, c) = tracker();
     let t0 = Instant::now();
-    t.on_client_message(
-        &FrontendMessage::Parse {
-            name: b"",
-            sql: b"SELECT pg_sleep(1)",
-        },
-        t0,
-    );
-    t.on_client_message(
-        &FrontendMessage::Bind {
-            portal: b"",
-            statement: b"",
-        },
-        t0,
-    );
-    t.on_client_message(
-        &FrontendMessage::Execute {
-            portal: b"",
-            max_rows: 0,
-        },
-        t0,
-    );
+    t.on_client_message(&parse(b"", b"SELECT pg_sleep(1)"), t0);
+    t.on_client_message(&bind(b"", b""), t0);
+    t.on_client_message(&execute(b"", 0), t0);
     t.on_client_message(&FrontendMessage::Sync, t0);
     // The server flushes ParseComplete/BindComplete with the result; even if they arrive
     // early, the execution is timed from its forwarding.
@@ -543,27 +471,9 @@ fn replies_arriving_with_the_result_do_not_shorten_the_statement() {
         t0,
     );
     t.on_client_message(&FrontendMessage::Sync, t0);
-    t.on_client_message(
-        &FrontendMessage::Parse {
-            name: b"",
-            sql: b"SELECT 1",
-        },
-        t0,
-    );
-    t.on_client_message(
-        &FrontendMessage::Bind {
-            portal: b"",
-            statement: b"",
-        },
-        t0,
-    );
-    t.on_client_message(
-        &FrontendMessage::Execute {
-            portal: b"",
-            max_rows: 0,
-        },
-        t0,
-    );
+    t.on_client_message(&parse(b"", b"SELECT 1"), t0);
+    t.on_client_message(&bind(b"", b""), t0);
+    t.on_client_message(&execute(b"", 0), t0);
     t.on_client_message(&FrontendMessage::Sync, t0);
     t.on_client_message(&FrontendMessage::Query { sql: b"SELECT 2" }, t0);
     let t1 = t0 + Duration::from_millis(3);
