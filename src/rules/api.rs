@@ -42,13 +42,15 @@ struct Slot {
 
 impl HitStats {
     /// Counts a hit; returns whether it is the first of this rule on this fingerprint.
-    /// `counter` makes the Prometheus child for a new (rule, fingerprint, action) slot.
+    /// `counter(fold)` makes the Prometheus child for a new (rule, fingerprint, action) slot, or,
+    /// with `fold`, the one of `fingerprint="other"` once [`MAX_FINGERPRINTS`] are tracked, so
+    /// the number of series stays bounded.
     pub(crate) fn record(
         &self,
         rule: &Arc<str>,
         fingerprint: Fingerprint,
         action: Action,
-        counter: impl FnOnce() -> Option<IntCounter>,
+        counter: impl FnOnce(bool) -> Option<IntCounter>,
     ) -> bool {
         if let Some(total) = self.totals.get(rule) {
             total.fetch_add(1, Ordering::Relaxed);
@@ -70,14 +72,17 @@ impl HitStats {
             }
             return false;
         }
-        let counter = counter();
-        if let Some(c) = &counter {
-            c.inc();
-        }
         if self.by_fingerprint.len() >= MAX_FINGERPRINTS
             && !self.by_fingerprint.contains_key(&fingerprint)
         {
+            if let Some(c) = counter(true) {
+                c.inc();
+            }
             return false;
+        }
+        let counter = counter(false);
+        if let Some(c) = &counter {
+            c.inc();
         }
         let mut slots = self.by_fingerprint.entry(fingerprint).or_default();
         match slots.iter_mut().find(|s| s.rule == *rule) {
@@ -215,5 +220,48 @@ async fn reload(State(engine): State<Arc<RuleEngine>>) -> (StatusCode, Json<Valu
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({ "reloaded": false, "error": error.to_string() })),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{IntCounterVec, Opts};
+
+    #[test]
+    fn hit_series_stay_bounded_and_every_hit_counts() {
+        let vec =
+            IntCounterVec::new(Opts::new("hits", "h"), &["rule", "fingerprint", "action"]).unwrap();
+        let stats = HitStats::default();
+        let rule: Arc<str> = Arc::from("n-plus-one");
+        let total = MAX_FINGERPRINTS as u64 + 50;
+        for i in 0..total {
+            let fp = Fingerprint(i);
+            // Twice each: the second hit takes the cached fast path.
+            for _ in 0..2 {
+                stats.record(&rule, fp, Action::Observe, |fold| {
+                    let label = if fold {
+                        "other".to_owned()
+                    } else {
+                        fp.to_string()
+                    };
+                    Some(vec.with_label_values(&["n-plus-one", &label, "observe"]))
+                });
+            }
+        }
+        let families = {
+            let registry = prometheus::Registry::new();
+            registry.register(Box::new(vec.clone())).unwrap();
+            registry.gather()
+        };
+        let series = families[0].get_metric();
+        assert_eq!(
+            series.len(),
+            MAX_FINGERPRINTS + 1,
+            "tracked shapes plus `other`"
+        );
+        let sum: f64 = series.iter().map(|m| m.get_counter().get_value()).sum();
+        assert_eq!(sum as u64, 2 * total);
+        assert_eq!(stats.total("n-plus-one"), 2 * total);
     }
 }

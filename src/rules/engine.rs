@@ -363,8 +363,12 @@ impl RuleEngine {
         for hit in hits {
             let first = self
                 .stats
-                .record(&hit.rule.id, stmt.fingerprint, hit.action, || {
-                    let fingerprint = stmt.fingerprint.to_string();
+                .record(&hit.rule.id, stmt.fingerprint, hit.action, |fold| {
+                    let fingerprint = if fold {
+                        "other".to_owned()
+                    } else {
+                        stmt.fingerprint.to_string()
+                    };
                     self.metrics.as_ref().map(|m| {
                         m.hits.with_label_values(&[
                             &*hit.rule.id,
