@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use pgshape::protocol::encode;
-use support::{ConnParams, PgCluster, ProxyUnderTest, psql_query};
+use support::{ConnParams, PgCluster, ProxyUnderTest, Rng, psql_query};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -163,7 +163,7 @@ fn garbage_before_startup_is_answered_or_closed() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
     let proxy = ProxyUnderTest::start(cluster);
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for round in 0..50 {
         let mut s = connect_raw(proxy.addr());
         let len = (rng.next() % 200) as usize + 1;
@@ -186,7 +186,7 @@ fn random_and_truncated_frames_after_login_never_hang_or_leak() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
     let proxy = ProxyUnderTest::start(cluster);
-    let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let tags = b"QPBEDCSHFdcfXpz\x00\xff";
     for _ in 0..60 {
         let mut s = login(proxy.addr(), &db);
@@ -245,16 +245,4 @@ fn client_vanishing_mid_copy_or_mid_pipeline_leaks_nothing() {
     }
     assert_no_backends(cluster, &db);
     assert_eq!(psql_query(&proxy.route(&db), "SELECT count(*) FROM c"), "0");
-}
-
-/// A tiny deterministic generator: reproducible fuzz input without a dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -88,13 +88,14 @@ impl Running {
     }
 
     fn http(&self, method: &str, path: &str) -> String {
-        http(self.app().admin_addr().unwrap(), method, path)
+        let (status, body) = support::http(self.app().admin_addr().unwrap(), method, path);
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        body
     }
 
     fn hits(&self, rule: &str) -> u64 {
         let body = self.http("GET", "/api/rules");
-        let json: serde_json::Value =
-            serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         json["rules"]
             .as_array()
             .unwrap()
@@ -119,19 +120,6 @@ impl Drop for Running {
             app.shutdown();
         }
     }
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

@@ -6,14 +6,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use pgshape::app::App;
 use pgshape::config::Config;
 use serde_json::Value;
-use support::{ConnParams, PgCluster, psql, psql_query};
+use support::{ConnParams, PgCluster, Rng, http, psql, psql_query};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const SCHEMA: &str = "CREATE TABLE item(id int primary key, cat int not null, qty int not null, name text not null); \
@@ -114,38 +113,6 @@ impl Drop for Running {
         if let Some(app) = self.app.take() {
             app.shutdown();
         }
-    }
-}
-
-/// A tiny HTTP/1.1 client: status and body.
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
-/// xorshift64*: reproducible random constants without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i32
     }
 }
 

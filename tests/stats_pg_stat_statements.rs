@@ -10,14 +10,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pgshape::app::App;
 use pgshape::config::Config;
 use serde_json::Value;
-use support::{PgCluster, psql_query};
+use support::{PgCluster, Rng, psql_query};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const SCHEMA: &str = "CREATE EXTENSION pg_stat_statements; \
@@ -27,22 +26,6 @@ const SCHEMA: &str = "CREATE EXTENSION pg_stat_statements; \
      CREATE TABLE ev(id bigserial primary key, n int not null); \
      INSERT INTO item SELECT g, g % 10, g % 7, 'item' || g FROM generate_series(1, 300) g; \
      INSERT INTO ord SELECT g, 1 + g % 300, 1 + g % 5 FROM generate_series(1, 600) g";
-
-/// xorshift64*: reproducible constants.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i32
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Wire {
@@ -306,19 +289,10 @@ async fn execute(client: &Client, sql: &str, params: &[i32], wire: Wire) -> Opti
     }
 }
 
-fn http(addr: SocketAddr, method: &str, path: &str) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{method} {path}: {out}");
-    serde_json::from_str(body).unwrap()
+fn http_json(addr: SocketAddr, method: &str, path: &str) -> Value {
+    let (status, body) = support::http(addr, method, path);
+    assert_eq!(status, 200, "{method} {path}: {body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 /// One side's view of a shape: calls and rows per group id.
@@ -349,7 +323,7 @@ async fn pgss(direct: &Client, dbname: &str) -> Groups {
 fn pgshape(admin: SocketAddr, dbname: &str, calls: u64) -> Groups {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = http(
+        let rows = http_json(
             admin,
             "GET",
             &format!("/api/queries?limit=1000&database={dbname}"),
@@ -398,7 +372,7 @@ async fn grouping_agrees_with_pg_stat_statements_except_by_design() {
             .simple_query("SELECT pg_stat_statements_reset()")
             .await
             .unwrap();
-        http(admin, "POST", "/api/queries/reset");
+        http_json(admin, "POST", "/api/queries/reset");
         let mut ok_calls = 0u64;
         let mut ok_rows = 0u64;
         let mut lengths = BTreeSet::new();

@@ -21,7 +21,9 @@ pub mod pgbin;
 pub mod proxy;
 pub mod raw;
 pub mod tls;
+pub mod util;
 
 pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_query};
 pub use cluster::PgCluster;
 pub use proxy::{EventLog, ProxyUnderTest, RecordedEvent};
+pub use util::{Rng, http};
