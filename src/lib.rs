@@ -11,6 +11,7 @@
 //!   queries; AST analysis for rules, done once per fingerprint.
 //! - [`stats`] and [`admin`]: per-fingerprint statistics, Prometheus exposition, the HTTP admin API.
 //! - [`rules`]: rule files, matching on analysis facts, and actions.
+//! - [`openmetrics`]: the OpenMetrics text writer (exemplars), beside the crate's 0.0.4 encoder.
 //! - [`config`]: the settings every part reads, merged from flags, environment and a TOML file.
 //! - [`app`]: assembles all of the above from a config; what `pgshape serve` runs.
 //! - [`demo`]: `pgshape demo`, the incident reproduced against a throw-away PostgreSQL.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod openmetrics;
 pub mod protocol;
 pub mod proxy;
 pub mod rules;

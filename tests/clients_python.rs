@@ -16,20 +16,7 @@ use std::time::Duration;
 use pgshape::event::Protocol;
 use serde_json::Value;
 use support::client::run_with_timeout;
-use support::{AuthUser, ConnParams, PgCluster, ProxyUnderTest, RecordedEvent};
-
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("PGSHAPE_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the client drivers: run .ci/run, or `python3 -m venv .venv && \
-         .venv/bin/pip install -r tests/python/requirements.txt`, or set PGSHAPE_PYTHON"
-    );
-    venv
-}
+use support::{AuthUser, ConnParams, PgCluster, ProxyUnderTest, RecordedEvent, python};
 
 /// How the battery wants its connection string.
 #[derive(Clone, Copy)]

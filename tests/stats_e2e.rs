@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use pgshape::app::App;
@@ -508,26 +507,13 @@ async fn detail_histogram_percentiles_reset_and_bad_parameters() {
 
 /// `promtool check metrics` on `text`; a missing promtool fails the test.
 fn promtool_check(text: &str) {
-    let mut child = match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "promtool not runnable ({e}); install it: apt-get install -y prometheus \
-             (.ci/run does this)"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = std::process::Command::new("promtool");
+    cmd.args(["check", "metrics"]);
+    let out = support::feed(
+        cmd,
+        text,
+        "install it: apt-get install -y prometheus (.ci/run does this)",
+    );
     assert!(
         out.status.success(),
         "promtool rejects /metrics:\n{}{}\n---\n{text}",

@@ -8,7 +8,9 @@
 //! proxy's counters, [`Stats::register`]); this module only encodes it.
 //!
 //! Endpoints:
-//! - `GET /metrics`: Prometheus text format (0.0.4) of the registry.
+//! - `GET /metrics`: Prometheus text format (0.0.4) of the registry; OpenMetrics 1.0 with
+//!   trace exemplars on `pgshape_query_duration_seconds` buckets when the `Accept` header
+//!   prefers `application/openmetrics-text` (as Prometheus does).
 //! - `GET /api/queries?sort=total_time|mean_time|p95|p99|calls|errors|rows&limit=50&database=&user=`:
 //!   a JSON array of rows like `pg_stat_statements` plus percentiles: `fingerprint`, `query`,
 //!   `command`, `database`, `user`, `calls`, `rows`, `errors` (`{"23": 2}` by SQLSTATE class),
@@ -35,12 +37,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::openmetrics::{self, Format};
 use crate::sql::Fingerprint;
 use crate::stats::Stats;
 
@@ -109,9 +112,23 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
-    let encoder = TextEncoder::new();
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+    headers: HeaderMap,
+) -> Response {
     let families = state.registry.gather();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if openmetrics::negotiate(accept) == Format::OpenMetrics {
+        let exemplars = state
+            .stats
+            .as_ref()
+            .map(|s| s.exemplars(&families))
+            .unwrap_or_default();
+        let mut body = String::with_capacity(64 * 1024);
+        openmetrics::encode(&families, &exemplars, &mut body);
+        return ([(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)], body).into_response();
+    }
+    let encoder = TextEncoder::new();
     let mut body = Vec::with_capacity(64 * 1024);
     match encoder.encode(&families, &mut body) {
         Ok(()) => (

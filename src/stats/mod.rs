@@ -12,10 +12,12 @@
 //! - `histogram.rs`: the ≤ 1 % relative-error latency histogram behind the percentiles.
 //! - `entry.rs`: the counters of one entry and how a statement updates them.
 //! - `snapshot.rs`: read side, JSON-ready rows. `prom.rs`: Prometheus collector.
+//! - `exemplars.rs`: the trace exemplar of each exported latency series (OpenMetrics).
 //! - `slowlog.rs`: the slow statement log, a separate observer.
 
 mod config;
 mod entry;
+mod exemplars;
 pub mod histogram;
 mod key;
 mod prom;
@@ -34,6 +36,7 @@ use dashmap::DashMap;
 
 pub use config::{DEFAULT_BUCKETS_MS, StatsConfig};
 pub use entry::{ROUTE_TAGS, RouteCount};
+pub use exemplars::trace_ids;
 pub use prom::StatsCollector;
 pub use slowlog::SlowLog;
 pub use snapshot::{HistogramBucket, QueryDetail, QueryStats, SortKey};

@@ -11,9 +11,9 @@
 //! Counters of the `other` series can go down when a fingerprint enters the top K;
 //! Prometheus' `rate()` treats that as a counter reset, which under-counts for one interval.
 //!
-//! OpenMetrics exemplars (a trace id on a histogram bucket) cannot be written by the
-//! `prometheus` crate's encoder; the `traceparent` of the slowest recent execution is in the
-//! JSON API (`/api/queries`, field `traceparent`) instead.
+//! The `prometheus` crate's encoder cannot write exemplars: `exemplars.rs` supplies them for
+//! the histogram series and [`crate::openmetrics`] writes them when the scraper asks for
+//! OpenMetrics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use super::entry::truncate;
 mod tests;
 use super::snapshot::{OTHER, QueryStats};
 
-const DURATION: &str = "pgshape_query_duration_seconds";
+pub(crate) const DURATION: &str = "pgshape_query_duration_seconds";
 const CALLS: &str = "pgshape_query_calls_total";
 const ROWS: &str = "pgshape_query_rows_total";
 const ERRORS: &str = "pgshape_query_errors_total";

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::sql::Fingerprint;
+use crate::stats::snapshot::OTHER;
 use crate::stats::tests::{Fixture, config, promtool_check, scrape};
 use crate::stats::{Stats, StatsConfig};
 
@@ -116,4 +117,91 @@ fn one_info_series_per_fingerprint_across_databases() {
     assert_eq!(text.matches("pgshape_query_info{").count(), 1, "{text}");
     assert_eq!(text.matches("pgshape_query_calls_total{").count(), 3);
     promtool_check(&text);
+}
+
+/// The OpenMetrics exposition of `stats` alone, with its exemplars.
+fn scrape_openmetrics(stats: &Arc<Stats>) -> String {
+    let registry = prometheus::Registry::new();
+    stats.register(&registry).expect("register");
+    let families = registry.gather();
+    let mut out = String::new();
+    crate::openmetrics::encode(&families, &stats.exemplars(&families), &mut out);
+    out
+}
+
+fn traced(trace: u64) -> String {
+    format!("SELECT 1 /*route='r',traceparent='00-{trace:032x}-00f067aa0ba902b7-01'*/")
+}
+
+#[test]
+fn each_series_carries_the_trace_of_its_slowest_statement() {
+    let f = Fixture::new();
+    let stats = Arc::new(Stats::new(config(5_000, 2)));
+    // Shapes 1..=4; 3 and 4 have the most total time and keep their own series.
+    for fp in 1..=4u64 {
+        for i in 0..3u64 {
+            // Trace id 10·fp + i; the slowest statement of shape fp is i = 1.
+            let micros = fp * 100_000 + if i == 1 { 50_000 } else { i * 1_000 };
+            f.run(&*stats, fp, &traced(10 * fp + i), micros, 1, None);
+        }
+    }
+    // A shape without a traceparent gets no exemplar.
+    let mut plain = Fixture::new();
+    plain.session.database = "plain".into();
+    plain.run(&*stats, 9, "SELECT 2", 900_000, 1, None);
+
+    let text = scrape_openmetrics(&stats);
+    let exemplar_lines: Vec<&str> = text.lines().filter(|l| l.contains(" # {")).collect();
+    // Shapes 3 and 4, and `other` of database app; `other` of database plain has no trace.
+    assert_eq!(exemplar_lines.len(), 3, "{text}");
+    let line_of = |fingerprint: &str| {
+        exemplar_lines
+            .iter()
+            .find(|l| l.contains(&format!("fingerprint=\"{fingerprint}\"")))
+            .unwrap_or_else(|| panic!("no exemplar for {fingerprint}:\n{text}"))
+    };
+    for fp in [3u64, 4] {
+        let line = line_of(&Fingerprint(fp).to_string());
+        assert!(
+            line.contains(&format!("trace_id=\"{:032x}\"", 10 * fp + 1)),
+            "{line}"
+        );
+        // Shape 3's slowest took 0.35 s, shape 4's 0.45 s: both in the (0.25, 0.5] bucket.
+        assert!(line.contains("le=\"0.5\""), "{line}");
+    }
+    // `other` (shapes 1 and 2) carries the slower of the two: shape 2's, 0.25 s.
+    let other = line_of(OTHER);
+    assert!(
+        other.contains(&format!("trace_id=\"{:032x}\"", 21)),
+        "{other}"
+    );
+    assert!(
+        other.contains("le=\"0.25\"") && other.contains("} 0.25 "),
+        "{other}"
+    );
+    assert!(
+        exemplar_lines
+            .iter()
+            .all(|l| !l.contains("database=\"plain\""))
+    );
+}
+
+#[test]
+fn a_traceparent_that_is_not_w3c_gives_no_exemplar() {
+    let f = Fixture::new();
+    let stats = Arc::new(Stats::new(StatsConfig::default()));
+    f.run(
+        &*stats,
+        1,
+        "SELECT 1 /*traceparent='00-bbb-01-01'*/",
+        10,
+        1,
+        None,
+    );
+    let text = scrape_openmetrics(&stats);
+    assert!(
+        text.contains("pgshape_query_duration_seconds_count{"),
+        "{text}"
+    );
+    assert!(!text.contains(" # {"), "{text}");
 }

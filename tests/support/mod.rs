@@ -26,4 +26,4 @@ pub mod util;
 pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_query};
 pub use cluster::PgCluster;
 pub use proxy::{EventLog, ProxyUnderTest, RecordedEvent};
-pub use util::{Rng, http};
+pub use util::{HttpResponse, Rng, feed, http, http_request, python};

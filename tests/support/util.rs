@@ -1,8 +1,9 @@
 //! Small test utilities several suites need: reproducible random numbers and an HTTP/1.1
-//! client for the admin API (no client crate for a handful of requests).
+//! client for the admin API (no client crate for a handful of requests), the test venv's Python.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// xorshift64*: reproducible random constants and fuzz input without a dependency.
@@ -24,11 +25,44 @@ impl Rng {
 
 /// Sends one request without a body and returns the status and the body.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let r = http_request(addr, method, path, &[]);
+    (r.status, r.body)
+}
+
+/// An admin API answer.
+pub struct HttpResponse {
+    pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Sends one request with `headers` and no body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -39,5 +73,42 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_owned())
+    HttpResponse {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// The Python interpreter with tests/python/requirements.txt installed: `PGSHAPE_PYTHON`, or
+/// the `.venv` that `.ci/run` makes.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("PGSHAPE_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the test packages: run .ci/run, or `python3 -m venv .venv && \
+         .venv/bin/pip install -r tests/python/requirements.txt`, or set PGSHAPE_PYTHON"
+    );
+    venv
+}
+
+/// Runs `cmd` with `input` on its stdin; when it cannot be started, the panic says `install`.
+pub fn feed(mut cmd: std::process::Command, input: &str, install: &str) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{:?} not runnable ({e}); {install}", cmd.get_program()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
