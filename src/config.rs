@@ -44,6 +44,10 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// On shutdown, how long running sessions may continue before they are closed.
     pub shutdown_grace_ms: u64,
+    /// When a client disconnects while its statement runs, cancel the statement (as
+    /// PostgreSQL's `client_connection_check_interval` would) instead of letting the server
+    /// finish it, as it does for a direct connection. Either way the statement is timed.
+    pub cancel_on_client_disconnect: bool,
     /// Statements slower than this are logged (tracing, target `pgshape::slow`); negative = off.
     pub log_min_duration_ms: i64,
     /// Log output format: `text` or `json`.
@@ -74,6 +78,7 @@ impl Default for Config {
             max_client_connections: 10_000,
             connect_timeout_ms: 5_000,
             shutdown_grace_ms: 30_000,
+            cancel_on_client_disconnect: false,
             log_min_duration_ms: 1_000,
             log_format: "text".into(),
             tls_cert: None,

@@ -96,6 +96,9 @@ struct ServeArgs {
     /// On Ctrl-C/SIGTERM, how long running statements may finish, in ms [default: 30000].
     #[arg(long, env = "PGSHAPE_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Cancel a running statement when its client disconnects (true/false) [default: false].
+    #[arg(long, env = "PGSHAPE_CANCEL_ON_CLIENT_DISCONNECT", value_name = "BOOL")]
+    cancel_on_client_disconnect: Option<bool>,
     /// Log statements slower than this many ms; -1 disables [default: 1000].
     #[arg(long, env = "PGSHAPE_LOG_MIN_DURATION", allow_negative_numbers = true)]
     log_min_duration: Option<i64>,
@@ -150,6 +153,7 @@ impl ServeArgs {
             max_client_connections,
             connect_timeout_ms,
             shutdown_grace_ms,
+            cancel_on_client_disconnect,
             log_format
         );
         if let Some(ms) = self.log_min_duration {

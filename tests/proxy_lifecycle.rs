@@ -325,37 +325,89 @@ async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
 
 // ---------------------------------------------------------------- the client vanishes
 
-#[test]
-fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_completes() {
-    // As with a direct connection: the server finishes what it was sent (fire-and-forget
-    // writes stay written), then sees the Terminate pgshape forwarded and exits.
-    let cluster = PgCluster::shared();
-    let db = cluster.fresh_database();
-    support::psql_query(&db.user(AuthUser::Md5), "CREATE TABLE landed (n int)");
-    let proxy = ProxyUnderTest::start(cluster);
+/// Starts psql running `sql` through `proxy`, waits until the server runs it (`marker` is in
+/// its text), then kills psql with SIGKILL: no Terminate, the socket just closes.
+fn kill_psql_mid_statement(
+    cluster: &PgCluster,
+    proxy: &ProxyUnderTest,
+    db: &ConnParams,
+    sql: &str,
+    marker: &str,
+) {
     let conn = proxy.route(&db.user(AuthUser::Md5));
     let mut child = Command::new(PgBin::get().tool("psql"))
         .env("PGPASSFILE", "/nonexistent/pgshape-tests/pgpass")
         .env_remove("PGSERVICE")
-        .args([
-            "-X",
-            "-d",
-            &conn.dsn(),
-            "-c",
-            "INSERT INTO landed SELECT /*vanish*/ 7 FROM pg_sleep(1)",
-        ])
+        .args(["-X", "-d", &conn.dsn(), "-c", sql])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start psql");
-    wait_until_running(cluster, &db.dbname, "/*vanish*/");
+    wait_until_running(cluster, &db.dbname, marker);
     child.kill().expect("SIGKILL psql");
     let _ = child.wait();
+}
 
+#[test]
+fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_is_still_timed() {
+    // As with a direct connection: the server finishes what it was sent (fire-and-forget
+    // writes stay written), then sees the Terminate pgshape forwarded and exits. pgshape keeps
+    // reading the server's answer meanwhile, so the statement — often the slowest of all, the
+    // reason its client gave up — is timed and counted.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    support::psql_query(&db.user(AuthUser::Md5), "CREATE TABLE landed (n int)");
+    let proxy = ProxyUnderTest::start(cluster);
+    let sql = "INSERT INTO landed SELECT /*vanish*/ 7 FROM pg_sleep(1)";
+    let killed_at = Instant::now();
+    kill_psql_mid_statement(cluster, &proxy, &db, sql, "/*vanish*/");
+
+    let events = proxy.events.wait_for_matching("/*vanish*/", 1, EVENT_WAIT);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.command.as_str(), e.rows, e.sqlstate.as_deref()),
+        ("INSERT", 1, None),
+        "{e:#?}"
+    );
+    assert!(e.duration >= Duration::from_millis(900), "{e:#?}");
     assert_no_backends(cluster, &db.dbname);
+    assert!(killed_at.elapsed() < Duration::from_secs(5));
     assert_eq!(support::psql_query(&db, "SELECT n FROM landed"), "7");
     let metrics = proxy.proxy().metrics();
+    assert_eq!(metrics.client_disconnects_mid_statement.get(), 1);
+    assert_eq!(metrics.cancel_requests.get(), 0);
     assert_eq!(metrics.server_connections_active.get(), 0);
     assert_eq!(metrics.client_connections_active.get(), 0);
+}
+
+#[test]
+fn cancel_on_client_disconnect_stops_the_statement_of_a_killed_client() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    support::psql_query(&db.user(AuthUser::Md5), "CREATE TABLE landed (n int)");
+    let proxy = ProxyUnderTest::start_with(cluster, |c| c.cancel_on_client_disconnect = true);
+    let started = Instant::now();
+    kill_psql_mid_statement(
+        cluster,
+        &proxy,
+        &db,
+        "INSERT INTO landed SELECT /*cancelled*/ 7 FROM pg_sleep(60)",
+        "/*cancelled*/",
+    );
+    let events = proxy
+        .events
+        .wait_for_matching("/*cancelled*/", 1, EVENT_WAIT);
+    assert_eq!(events[0].sqlstate.as_deref(), Some("57014"), "{events:#?}");
+    assert_no_backends(cluster, &db.dbname);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "not cancelled: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(support::psql_query(&db, "SELECT count(*) FROM landed"), "0");
+    let metrics = proxy.proxy().metrics();
+    assert_eq!(metrics.client_disconnects_mid_statement.get(), 1);
+    assert_eq!(metrics.cancel_requests.get(), 1);
 }

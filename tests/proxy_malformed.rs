@@ -216,7 +216,7 @@ fn random_and_truncated_frames_after_login_never_hang_or_leak() {
 }
 
 #[test]
-fn client_vanishing_mid_copy_or_mid_pipeline_leaks_nothing() {
+fn client_vanishing_mid_copy_or_mid_pipeline_leaks_nothing_and_is_still_timed() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
     let proxy = ProxyUnderTest::start(cluster);
@@ -243,6 +243,42 @@ fn client_vanishing_mid_copy_or_mid_pipeline_leaks_nothing() {
         s.write_all(&pipeline).unwrap();
         // Dropped before Sync.
     }
+    {
+        let mut s = login(proxy.addr(), &db);
+        let mut bye = encode::query("SELECT pg_sleep(0.2) /*bye*/").to_vec();
+        bye.extend_from_slice(&encode::terminate());
+        s.write_all(&bye).unwrap();
+        // Dropped without reading the answer.
+    }
     assert_no_backends(cluster, &db);
     assert_eq!(psql_query(&proxy.route(&db), "SELECT count(*) FROM c"), "0");
+    // Both were still timed: pgshape ended the COPY with a CopyFail (the server's error is
+    // query_canceled, as for any aborted COPY) and flushed the unsynced pipeline's results.
+    let copy = proxy
+        .events
+        .wait_for_matching("COPY c FROM STDIN", 1, Duration::from_secs(10));
+    assert_eq!(copy[0].sqlstate.as_deref(), Some("57014"), "{copy:#?}");
+    let sleeps = proxy
+        .events
+        .wait_for_matching("pg_sleep(0.01)", 10, Duration::from_secs(10));
+    assert!(
+        sleeps.iter().all(|e| e.sqlstate.is_none() && e.rows == 1),
+        "{sleeps:#?}"
+    );
+    // A Terminate right behind a statement: the server answers it, then closes.
+    let bye = proxy
+        .events
+        .wait_for_matching("/*bye*/", 1, Duration::from_secs(10));
+    assert!(
+        bye[0].sqlstate.is_none() && bye[0].duration >= Duration::from_millis(150),
+        "{bye:#?}"
+    );
+    assert_eq!(
+        proxy
+            .proxy()
+            .metrics()
+            .client_disconnects_mid_statement
+            .get(),
+        2
+    );
 }

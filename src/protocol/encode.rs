@@ -120,6 +120,23 @@ pub fn sync() -> BytesMut {
     buf
 }
 
+/// A Flush: the server sends what it has buffered, without ending the implicit transaction.
+pub fn flush() -> BytesMut {
+    let mut buf = BytesMut::new();
+    let at = start(&mut buf, b'H');
+    finish(&mut buf, at);
+    buf
+}
+
+/// A CopyFail ending a COPY FROM STDIN with `message` as the error's reason.
+pub fn copy_fail(message: &str) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let at = start(&mut buf, b'f');
+    put_cstr(&mut buf, message);
+    finish(&mut buf, at);
+    buf
+}
+
 /// A Terminate.
 pub fn terminate() -> BytesMut {
     let mut buf = BytesMut::new();

@@ -20,6 +20,8 @@ pub struct ProxyMetrics {
     pub frames: IntCounterVec,
     pub statements: IntCounter,
     pub cancel_requests: IntCounter,
+    /// Clients that disconnected while the server still worked on their statements.
+    pub client_disconnects_mid_statement: IntCounter,
     pub(crate) bytes_client_to_server: IntCounter,
     pub(crate) bytes_server_to_client: IntCounter,
     pub(crate) frames_client_to_server: IntCounter,
@@ -99,6 +101,10 @@ impl ProxyMetrics {
                 "cancel_requests_total",
                 "Cancel requests forwarded to the server.",
             ),
+            client_disconnects_mid_statement: counter(
+                "client_disconnects_mid_statement_total",
+                "Clients that disconnected while the server still worked on their statements.",
+            ),
         }
     }
 
@@ -118,6 +124,7 @@ impl ProxyMetrics {
         registry.register(Box::new(self.frames.clone()))?;
         registry.register(Box::new(self.statements.clone()))?;
         registry.register(Box::new(self.cancel_requests.clone()))?;
+        registry.register(Box::new(self.client_disconnects_mid_statement.clone()))?;
         Ok(())
     }
 }

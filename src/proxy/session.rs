@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
@@ -16,7 +17,7 @@ use super::frames::{ClientFrames, Phase, ServerFrames, SessionState};
 use super::metrics::ProxyMetrics;
 use super::pump::{self, PumpEnd, PumpError, Side};
 use super::startup::{Opening, fatal_for, forward_cancel, open};
-use super::stream::{ClientStream, ServerStream};
+use super::stream::{ClientGone, ClientSink, ClientStream, ServerStream};
 use super::tracker::Tracker;
 use super::upstream::{Upstream, UpstreamError};
 use crate::config::Config;
@@ -216,17 +217,22 @@ async fn relay(
         metrics: &shared.metrics,
         statements_reported: 0,
     };
+    let pumps = Pumps {
+        state: &state,
+        shared,
+        max_frame,
+    };
     let ended = with_halves!(client, ClientStream, |client_read, client_write| {
         with_halves!(server, ServerStream, |server_read, server_write| {
-            let mut client_read = client_read;
-            let mut client_write = client_write;
-            let mut server_read = server_read;
-            let mut server_write = server_write;
-            tokio::select! {
-                r = pump::run(Side::Client, &mut client_read, &mut server_write, leftover, max_frame, &mut client_frames) => Ended::Client(r),
-                r = pump::run(Side::Server, &mut server_read, &mut client_write, first_answer, max_frame, &mut server_frames) => Ended::Server(r),
-                drain = drained(&state, &mut shutdown, shared.config.shutdown_grace()) => Ended::Shutdown(drain),
-            }
+            pumps
+                .run(
+                    (client_read, client_write),
+                    (server_read, server_write),
+                    (leftover, first_answer),
+                    (&mut client_frames, &mut server_frames),
+                    &mut shutdown,
+                )
+                .await
         })
     });
     let error = match ended {
@@ -284,6 +290,108 @@ async fn relay(
     server.shutdown().await;
     client.shutdown().await;
     Ok(())
+}
+
+/// The two pumps of one session and what ends them.
+struct Pumps<'a> {
+    state: &'a RefCell<SessionState>,
+    shared: &'a Shared,
+    max_frame: usize,
+}
+
+impl Pumps<'_> {
+    /// Relays both directions until one side leaves, shutdown, or an error.
+    ///
+    /// A client that leaves while the server still works on its statements (killed, timed out,
+    /// connection reset) does not end the session at once: the server's replies are still read
+    /// and dropped until it is idle, so those statements are timed and counted — they are often
+    /// the slowest ones, the reason the client gave up. The server is nudged so that it does
+    /// not wait for the client: a CopyFail ends a COPY FROM STDIN and a Flush sends what an
+    /// unsynced pipeline left buffered (both are ignored otherwise), and with
+    /// `cancel_on_client_disconnect` the statement is cancelled.
+    async fn run<CR, CW, SR, SW>(
+        &self,
+        (mut client_read, client_write): (CR, CW),
+        (mut server_read, mut server_write): (SR, SW),
+        (leftover, first_answer): (BytesMut, BytesMut),
+        (client_frames, server_frames): (&mut ClientFrames<'_>, &mut ServerFrames<'_>),
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ended
+    where
+        CR: AsyncRead + Unpin,
+        CW: AsyncWrite + Unpin,
+        SR: AsyncRead + Unpin,
+        SW: AsyncWrite + Unpin,
+    {
+        let grace = self.shared.config.shutdown_grace();
+        let gone = ClientGone::default();
+        let mut to_client = ClientSink::new(client_write, &gone);
+        let server_pump = pump::run(
+            Side::Server,
+            &mut server_read,
+            &mut to_client,
+            first_answer,
+            self.max_frame,
+            server_frames,
+        );
+        tokio::pin!(server_pump);
+        let left = tokio::select! {
+            r = pump::run(Side::Client, &mut client_read, &mut server_write, leftover, self.max_frame, client_frames) => r,
+            () = gone.wait() => Ok(PumpEnd::Eof),
+            r = &mut server_pump => return Ended::Server(r),
+            drain = drained(self.state, shutdown, grace) => return Ended::Shutdown(drain),
+        };
+        let vanished = matches!(
+            left,
+            Ok(PumpEnd::Eof)
+                | Err(PumpError::Io {
+                    side: Side::Client,
+                    ..
+                })
+        );
+        let busy = {
+            let state = self.state.borrow();
+            state.phase == Phase::Ready && !state.tracker.is_idle()
+        };
+        // After a Terminate behind running statements the server answers them, then closes.
+        let terminated = matches!(left, Ok(PumpEnd::Terminated));
+        if !(busy && (vanished || terminated)) {
+            return Ended::Client(left);
+        }
+        if vanished {
+            gone.set();
+            self.shared.metrics.client_disconnects_mid_statement.inc();
+            let cancel = self.shared.config.cancel_on_client_disconnect;
+            tracing::info!(
+                cancel,
+                "client disconnected mid-statement; waiting for the server to finish it"
+            );
+            let mut nudge = encode::copy_fail("pgshape: the client disconnected");
+            nudge.extend_from_slice(&encode::flush());
+            if server_write.write_all(&nudge).await.is_err() || server_write.flush().await.is_err()
+            {
+                return Ended::Client(left);
+            }
+            let cancel_key = self.state.borrow().cancel_key.clone();
+            if let (true, Some(key)) = (cancel, cancel_key) {
+                forward_cancel(&cancel_request(&key), self.shared).await;
+            }
+        }
+        tokio::select! {
+            r = &mut server_pump => Ended::Server(r),
+            () = until_idle(self.state) => Ended::Client(left),
+            drain = drained(self.state, shutdown, grace) => Ended::Shutdown(drain),
+        }
+    }
+}
+
+/// Completes once every request forwarded so far has been answered.
+async fn until_idle(state: &RefCell<SessionState>) {
+    // Only reached after a client left mid-statement: polling is cheaper than a notification
+    // on every ReadyForQuery of every session.
+    while !state.borrow().tracker.is_idle() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// How a session's shutdown wait ended.
