@@ -34,12 +34,9 @@ impl Running {
         let db = cluster.fresh_database();
         psql_query(&db, SCHEMA);
         let mut config = Config {
-            listen: "127.0.0.1:0".into(),
-            upstream: cluster.addr().to_string(),
-            admin: Some("127.0.0.1:0".into()),
             workers: 2,
             shutdown_grace_ms: 1_000,
-            ..Config::default()
+            ..support::app_config(cluster)
         };
         adjust(&mut config);
         let app = App::start(config).expect("pgshape starts");

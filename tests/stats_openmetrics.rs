@@ -7,13 +7,13 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgshape::app::App;
 use pgshape::config::Config;
 use serde_json::Value;
+use support::prometheus::PrometheusServer;
 use support::{ConnParams, PgCluster, http_request, python};
 
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -35,13 +35,7 @@ impl Running {
     fn start() -> Running {
         let cluster = PgCluster::shared();
         let db = cluster.fresh_database();
-        let config = Config {
-            listen: "127.0.0.1:0".into(),
-            upstream: cluster.addr().to_string(),
-            admin: Some("127.0.0.1:0".into()),
-            workers: 1,
-            ..Config::default()
-        };
+        let config = support::app_config(cluster);
         Running {
             app: Some(App::start(config).expect("pgshape starts")),
             db,
@@ -186,73 +180,6 @@ async fn openmetrics_scrape_links_the_slow_bucket_to_its_trace() {
     );
 }
 
-/// A real Prometheus, scraping pgshape every second, with exemplar storage on.
-struct PrometheusServer {
-    child: Child,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl PrometheusServer {
-    fn start(target: std::net::SocketAddr) -> PrometheusServer {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: pgshape\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        // A free port for its web listener (a tiny race with other processes, as with any).
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--enable-feature=exemplar-storage")
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run prometheus ({e}): install it with \
-                     `apt-get install -y prometheus` (.ci/run does)"
-                )
-            });
-        PrometheusServer {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    fn get(&self, path: &str) -> Option<Value> {
-        let stream = std::net::TcpStream::connect(self.addr).ok()?;
-        drop(stream);
-        let r = http_request(self.addr, "GET", path, &[]);
-        serde_json::from_str(&r.body).ok()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_stores_the_exemplar_of_the_slow_statement() {
     let run = Running::start();
@@ -268,33 +195,22 @@ async fn prometheus_stores_the_exemplar_of_the_slow_statement() {
         now - 600,
         now + 600
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let found = loop {
-        if let Some(answer) = prometheus.get(&query) {
-            let traces: Vec<(String, f64)> = answer["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
-                .filter_map(|e| {
-                    Some((
-                        e["labels"]["trace_id"].as_str()?.to_owned(),
-                        e["value"].as_str()?.parse().ok()?,
-                    ))
-                })
-                .collect();
-            if !traces.is_empty() {
-                break traces;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exemplar stored by Prometheus in 60 s; targets: {:?}\nlog:\n{}",
-            prometheus.get("/api/v1/targets"),
-            prometheus.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let found = prometheus.wait_for(Duration::from_secs(60), "stored exemplar", |p| {
+        let answer = p.get(&query)?;
+        let traces: Vec<(String, f64)> = answer["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| {
+                Some((
+                    e["labels"]["trace_id"].as_str()?.to_owned(),
+                    e["value"].as_str()?.parse().ok()?,
+                ))
+            })
+            .collect();
+        (!traces.is_empty()).then_some(traces)
+    });
     assert!(
         found
             .iter()

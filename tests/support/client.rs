@@ -167,18 +167,25 @@ impl ConnParams {
     /// `postgres://` URL (asyncpg), components percent-encoded.
     pub fn url(&self) -> String {
         let auth = match &self.password {
-            Some(p) => format!("{}:{}", percent(&self.user), percent(p)),
-            None => percent(&self.user),
+            Some(p) => format!(
+                "{}:{}",
+                super::util::percent_encode(&self.user),
+                super::util::percent_encode(p)
+            ),
+            None => super::util::percent_encode(&self.user),
         };
         let mut url = format!(
             "postgres://{auth}@{}:{}/{}?sslmode={}",
             self.host,
             self.port,
-            percent(&self.dbname),
+            super::util::percent_encode(&self.dbname),
             self.sslmode
         );
         if let Some(name) = &self.application_name {
-            url.push_str(&format!("&application_name={}", percent(name)));
+            url.push_str(&format!(
+                "&application_name={}",
+                super::util::percent_encode(name)
+            ));
         }
         url
     }
@@ -233,17 +240,6 @@ impl ConnParams {
             cmd.env("PGAPPNAME", name);
         }
     }
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// What a finished program printed.

@@ -6,6 +6,7 @@
 //! - [`client`]: connection parameters for those roles and runners for `psql` and `pgbench`.
 //! - [`proxy`]: pgshape started in-process in front of a cluster, recording every statement
 //!   event ([`EventLog`]) so tests assert exactly what the proxy reported.
+//! - [`prometheus`]: a real Prometheus scraping pgshape (exemplars, rule files).
 //! - [`raw`]: a byte-level client for malformed-input tests (frames, startup packets, replies).
 //! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
 //! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod cluster;
 pub mod pgbin;
+pub mod prometheus;
 pub mod proxy;
 pub mod raw;
 pub mod tls;
@@ -25,5 +27,5 @@ pub mod util;
 
 pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_query};
 pub use cluster::PgCluster;
-pub use proxy::{EventLog, ProxyUnderTest, RecordedEvent};
+pub use proxy::{EventLog, ProxyUnderTest, RecordedEvent, app_config};
 pub use util::{HttpResponse, Rng, feed, http, http_request, python};

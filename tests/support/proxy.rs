@@ -237,3 +237,15 @@ impl Drop for ProxyUnderTest {
         self.shutdown();
     }
 }
+
+/// Settings for a whole pgshape (`App`) in front of `cluster`: proxy and admin API on free
+/// ports, one worker.
+pub fn app_config(cluster: &PgCluster) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        upstream: cluster.addr().to_string(),
+        admin: Some("127.0.0.1:0".into()),
+        workers: 1,
+        ..Config::default()
+    }
+}

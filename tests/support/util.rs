@@ -112,3 +112,16 @@ pub fn feed(mut cmd: std::process::Command, input: &str, install: &str) -> std::
         .unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (URL query values, libpq
+/// URIs).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
