@@ -132,6 +132,17 @@ impl App {
                 }),
             )
         });
+        let router = router.map(|r| admin::protect_writes(r, config.admin_token.clone()));
+        if let Some(addr) = admin_addr
+            && !addr.ip().is_loopback()
+            && config.admin_token.is_none()
+        {
+            tracing::warn!(
+                %addr,
+                "admin API on a non-loopback address without admin_token: whoever reaches it \
+                 can reset the statistics and reload the rules"
+            );
+        }
         let background = start_background(admin_listener.zip(router), catalog)?;
 
         let gate: Arc<dyn StatementGate> = Arc::new(rules.clone());

@@ -34,6 +34,9 @@ pub struct Config {
     pub upstream: String,
     /// Admin HTTP listener (metrics, JSON API); `None` disables it.
     pub admin: Option<String>,
+    /// Bearer token required by the admin API's state-changing endpoints (POST: statistics
+    /// reset, rule reload); `None` leaves them open to whoever reaches the admin address.
+    pub admin_token: Option<String>,
     /// Worker threads, each a single-threaded runtime that owns its connections; 0 = one per core.
     pub workers: usize,
     /// Largest protocol message accepted from either side, in bytes (PostgreSQL's own cap is 1 GiB).
@@ -73,6 +76,7 @@ impl Default for Config {
             listen: "127.0.0.1:6432".into(),
             upstream: "127.0.0.1:5432".into(),
             admin: Some("127.0.0.1:9187".into()),
+            admin_token: None,
             workers: 0,
             max_frame_size: 1 << 30,
             max_client_connections: 10_000,

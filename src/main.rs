@@ -81,6 +81,10 @@ struct ServeArgs {
     /// Admin HTTP address for /metrics and the JSON API, or "off" [default: 127.0.0.1:9187].
     #[arg(long, env = "PGSHAPE_ADMIN")]
     admin: Option<String>,
+    /// Bearer token the admin API's POST endpoints require (prefer the environment variable:
+    /// flags show in `ps`).
+    #[arg(long, env = "PGSHAPE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Worker threads; 0 = one per core [default: 0].
     #[arg(long, env = "PGSHAPE_WORKERS")]
     workers: Option<usize>,
@@ -159,7 +163,13 @@ impl ServeArgs {
         if let Some(ms) = self.log_min_duration {
             config.log_min_duration_ms = ms;
         }
-        set_some!(tls_cert, tls_key, upstream_sslmode, upstream_sslrootcert);
+        set_some!(
+            admin_token,
+            tls_cert,
+            tls_key,
+            upstream_sslmode,
+            upstream_sslrootcert
+        );
         if let Some(admin) = self.admin {
             config.admin = (admin != "off").then_some(admin);
         }

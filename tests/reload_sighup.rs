@@ -141,3 +141,56 @@ async fn sighup_reloads_rules_without_dropping_connections() {
     client.simple_query(QUERY).await.unwrap();
     assert_eq!(warned(), 2, "the previous rules stay active");
 }
+
+#[test]
+fn http_reload_needs_the_admin_token_given_in_the_environment() {
+    let cluster = PgCluster::shared();
+    let rules = tempfile::tempdir().unwrap();
+    write_rule(rules.path(), "observe");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    let log = rules.path().join("pgshape.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
+        .arg("serve")
+        .args(["--listen", &listen.to_string()])
+        .args(["--admin", &admin.to_string()])
+        .args(["--upstream", &cluster.addr().to_string()])
+        .arg("--rules")
+        .arg(rules.path())
+        .env("PGSHAPE_ADMIN_TOKEN", "tok-7f3a")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let serve = Serve { child, log };
+    serve.wait_log("admin listener ready");
+
+    let refused = support::http_request(admin, "POST", "/api/reload", &[]);
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let wrong = support::http_request(
+        admin,
+        "POST",
+        "/api/reload",
+        &[("Authorization", "Bearer tok-7f3b")],
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let ok = support::http_request(
+        admin,
+        "POST",
+        "/api/reload",
+        &[("Authorization", "Bearer tok-7f3a")],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let metrics = support::http_request(admin, "GET", "/metrics", &[]);
+    assert_eq!(metrics.status, 200, "scrapes need no token");
+    assert!(
+        !serve.log().contains("tok-7f3"),
+        "the token is never logged"
+    );
+}

@@ -26,10 +26,14 @@
 //! Errors are JSON: `{"error": "...", "parameter": "limit"}` with 400 for a bad parameter,
 //! 404 for an unknown fingerprint or path, or when statistics are off.
 //!
+//! With `admin_token` set, every request other than GET/HEAD needs
+//! `Authorization: Bearer <token>` (401 otherwise); see `auth.rs` for why reads stay open.
+//!
 //! - `api.rs`: the `/api/queries` handlers and their parameter checking.
 //! - `page.html`: the self-contained page served at `/` (no external assets).
 
 mod api;
+mod auth;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +46,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
+
+pub use auth::protect_writes;
 
 use crate::openmetrics::{self, Format};
 use crate::sql::Fingerprint;

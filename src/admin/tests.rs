@@ -37,9 +37,14 @@ impl Server {
     }
 
     async fn request(&self, method: &str, path: &str) -> (u16, String, String) {
+        self.request_with(method, path, "").await
+    }
+
+    /// As [`Server::request`], with `headers` (each ending in CRLF) added.
+    async fn request_with(&self, method: &str, path: &str, headers: &str) -> (u16, String, String) {
         let mut s = TcpStream::connect(self.addr).await.expect("connect");
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n"
         );
         s.write_all(req.as_bytes()).await.expect("write");
         let mut raw = Vec::new();
@@ -306,5 +311,49 @@ async fn other_modules_merge_routes_and_stats_can_be_off() {
             .as_str()
             .is_some_and(|e| e.contains("switched off"))
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_token_guards_the_endpoints_that_change_state() {
+    let state = state();
+    let stats = state.stats.clone().unwrap();
+    let app = super::protect_writes(router(state), Some("s3cret-token".into()));
+    let server = Server::start(app).await;
+
+    let (status, head, body) = server.request("POST", "/api/queries/reset").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    let (status, _, body) = server
+        .request_with(
+            "POST",
+            "/api/queries/reset",
+            "Authorization: Bearer s3cret-tokeN\r\n",
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("wrong bearer token"), "{body}");
+    assert!(!stats.is_empty(), "a refused reset changed nothing");
+
+    // Reads need no token.
+    for path in ["/metrics", "/api/queries", "/healthz", "/"] {
+        let (status, _, _) = server.request("GET", path).await;
+        assert_eq!(status, 200, "{path}");
+    }
+
+    let (status, _, body) = server
+        .request_with(
+            "POST",
+            "/api/queries/reset",
+            "Authorization: Bearer s3cret-token\r\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(stats.is_empty());
     server.stop().await;
 }
