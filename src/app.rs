@@ -92,8 +92,9 @@ impl App {
             )?)),
             None => None,
         };
-        let mut engine =
-            RuleEngine::new(config.rules.clone())?.with_metrics(RuleMetrics::register(&registry)?);
+        let engine = RuleEngine::new(config.rules.clone())?;
+        let rule_metrics = RuleMetrics::register(&registry, engine.hit_stats())?;
+        let mut engine = engine.with_metrics(rule_metrics);
         if let Some(catalog) = &catalog {
             engine = engine.with_oracle(catalog.clone());
         }

@@ -10,26 +10,28 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use dashmap::DashMap;
-use prometheus::IntCounter;
 use serde_json::{Value, json};
 
 use super::{Action, RuleEngine};
 use crate::sql::Fingerprint;
 
-/// Most fingerprints whose per-rule hits are remembered; later ones only count in totals.
+/// Most fingerprints whose per-rule hits are remembered; hits of later ones count per
+/// (rule, action) only, exported as `fingerprint="other"`.
 const MAX_FINGERPRINTS: usize = 10_000;
 /// Fingerprints listed per rule in the JSON.
 const TOP_FINGERPRINTS: usize = 10;
 
-/// Hit counts per rule and per (fingerprint, rule).
+/// Hit counts per rule and per (fingerprint, rule): the source of `GET /api/rules` and of
+/// `pgshape_rule_hits_total` (see [`super::metrics`], which exports the top shapes only).
 ///
 /// A repeated hit (a hot statement matching n-plus-one on every execution) costs a shard read
-/// lock and two atomic increments: the slot keeps its count and its Prometheus counter, so
-/// neither the label set is hashed nor the fingerprint formatted again.
+/// lock and two atomic increments; nothing is formatted or hashed by label.
 #[derive(Debug, Default)]
 pub struct HitStats {
     totals: DashMap<Arc<str>, AtomicU64>,
     by_fingerprint: DashMap<Fingerprint, Vec<Slot>>,
+    /// Hits of shapes beyond [`MAX_FINGERPRINTS`], per (rule, action).
+    untracked: DashMap<(Arc<str>, Action), AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -37,21 +39,21 @@ struct Slot {
     rule: Arc<str>,
     hits: AtomicU64,
     action: Action,
-    counter: Option<IntCounter>,
+}
+
+/// Hits of one rule on one shape under one action; `fingerprint` is `None` for the hits of
+/// shapes beyond the tracked ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitCount {
+    pub rule: Arc<str>,
+    pub action: Action,
+    pub fingerprint: Option<Fingerprint>,
+    pub hits: u64,
 }
 
 impl HitStats {
     /// Counts a hit; returns whether it is the first of this rule on this fingerprint.
-    /// `counter(fold)` makes the Prometheus child for a new (rule, fingerprint, action) slot, or,
-    /// with `fold`, the one of `fingerprint="other"` once [`MAX_FINGERPRINTS`] are tracked, so
-    /// the number of series stays bounded.
-    pub(crate) fn record(
-        &self,
-        rule: &Arc<str>,
-        fingerprint: Fingerprint,
-        action: Action,
-        counter: impl FnOnce(bool) -> Option<IntCounter>,
-    ) -> bool {
+    pub(crate) fn record(&self, rule: &Arc<str>, fingerprint: Fingerprint, action: Action) -> bool {
         if let Some(total) = self.totals.get(rule) {
             total.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -67,30 +69,23 @@ impl HitStats {
             && slot.action == action
         {
             slot.hits.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = &slot.counter {
-                c.inc();
-            }
             return false;
         }
         if self.by_fingerprint.len() >= MAX_FINGERPRINTS
             && !self.by_fingerprint.contains_key(&fingerprint)
         {
-            if let Some(c) = counter(true) {
-                c.inc();
-            }
+            self.untracked
+                .entry((rule.clone(), action))
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
             return false;
-        }
-        let counter = counter(false);
-        if let Some(c) = &counter {
-            c.inc();
         }
         let mut slots = self.by_fingerprint.entry(fingerprint).or_default();
         match slots.iter_mut().find(|s| s.rule == *rule) {
-            // The rule's action changed (reload): keep counting, under the new action's series.
+            // The rule's action changed (reload): its hits so far count under the new action.
             Some(slot) => {
                 slot.hits.fetch_add(1, Ordering::Relaxed);
                 slot.action = action;
-                slot.counter = counter;
                 false
             }
             None => {
@@ -98,11 +93,36 @@ impl HitStats {
                     rule: rule.clone(),
                     hits: AtomicU64::new(1),
                     action,
-                    counter,
                 });
                 true
             }
         }
+    }
+
+    /// Every count: one per tracked (fingerprint, rule), one per (rule, action) of untracked
+    /// shapes.
+    pub fn counts(&self) -> Vec<HitCount> {
+        let mut out = Vec::new();
+        for e in self.by_fingerprint.iter() {
+            for slot in e.value() {
+                out.push(HitCount {
+                    rule: slot.rule.clone(),
+                    action: slot.action,
+                    fingerprint: Some(*e.key()),
+                    hits: slot.hits.load(Ordering::Relaxed),
+                });
+            }
+        }
+        for e in self.untracked.iter() {
+            let (rule, action) = e.key();
+            out.push(HitCount {
+                rule: rule.clone(),
+                action: *action,
+                fingerprint: None,
+                hits: e.value().load(Ordering::Relaxed),
+            });
+        }
+        out
     }
 
     /// Rule ids that hit `fingerprint`.
@@ -226,42 +246,27 @@ async fn reload(State(engine): State<Arc<RuleEngine>>) -> (StatusCode, Json<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::{IntCounterVec, Opts};
 
     #[test]
-    fn hit_series_stay_bounded_and_every_hit_counts() {
-        let vec =
-            IntCounterVec::new(Opts::new("hits", "h"), &["rule", "fingerprint", "action"]).unwrap();
+    fn hits_beyond_the_tracked_shapes_still_count() {
         let stats = HitStats::default();
         let rule: Arc<str> = Arc::from("n-plus-one");
         let total = MAX_FINGERPRINTS as u64 + 50;
         for i in 0..total {
-            let fp = Fingerprint(i);
-            // Twice each: the second hit takes the cached fast path.
+            // Twice each: the second hit takes the fast path.
             for _ in 0..2 {
-                stats.record(&rule, fp, Action::Observe, |fold| {
-                    let label = if fold {
-                        "other".to_owned()
-                    } else {
-                        fp.to_string()
-                    };
-                    Some(vec.with_label_values(&["n-plus-one", &label, "observe"]))
-                });
+                stats.record(&rule, Fingerprint(i), Action::Observe);
             }
         }
-        let families = {
-            let registry = prometheus::Registry::new();
-            registry.register(Box::new(vec.clone())).unwrap();
-            registry.gather()
-        };
-        let series = families[0].get_metric();
+        let counts = stats.counts();
         assert_eq!(
-            series.len(),
+            counts.len(),
             MAX_FINGERPRINTS + 1,
-            "tracked shapes plus `other`"
+            "tracked shapes plus one untracked"
         );
-        let sum: f64 = series.iter().map(|m| m.get_counter().get_value()).sum();
-        assert_eq!(sum as u64, 2 * total);
+        let untracked = counts.iter().find(|c| c.fingerprint.is_none()).unwrap();
+        assert_eq!(untracked.hits, 2 * 50);
+        assert_eq!(counts.iter().map(|c| c.hits).sum::<u64>(), 2 * total);
         assert_eq!(stats.total("n-plus-one"), 2 * total);
     }
 }

@@ -139,7 +139,7 @@ pub struct RuleEngine {
     oracle: Arc<dyn UniquenessOracle>,
     catalog: Option<Arc<CatalogOracle>>,
     metrics: Option<RuleMetrics>,
-    pub(crate) stats: super::api::HitStats,
+    pub(crate) stats: Arc<super::api::HitStats>,
 }
 
 impl RuleEngine {
@@ -159,7 +159,7 @@ impl RuleEngine {
             oracle: Arc::new(HeuristicOracle),
             catalog: None,
             metrics: None,
-            stats: super::api::HitStats::default(),
+            stats: Arc::default(),
         })
     }
 
@@ -199,7 +199,7 @@ impl RuleEngine {
             oracle: Arc::new(HeuristicOracle),
             catalog: None,
             metrics: None,
-            stats: super::api::HitStats::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -216,6 +216,11 @@ impl RuleEngine {
         self.oracle = catalog.clone();
         self.catalog = Some(catalog);
         self
+    }
+
+    /// The hit counts, for [`RuleMetrics::register`] to export.
+    pub fn hit_stats(&self) -> Arc<super::api::HitStats> {
+        self.stats.clone()
     }
 
     /// Counts hits into `metrics` (see [`RuleMetrics::register`]).
@@ -363,20 +368,7 @@ impl RuleEngine {
         for hit in hits {
             let first = self
                 .stats
-                .record(&hit.rule.id, stmt.fingerprint, hit.action, |fold| {
-                    let fingerprint = if fold {
-                        "other".to_owned()
-                    } else {
-                        stmt.fingerprint.to_string()
-                    };
-                    self.metrics.as_ref().map(|m| {
-                        m.hits.with_label_values(&[
-                            &*hit.rule.id,
-                            &fingerprint,
-                            hit.action.as_str(),
-                        ])
-                    })
-                });
+                .record(&hit.rule.id, stmt.fingerprint, hit.action);
             // The first hit of a rule on a shape is news; repeats (an n+1 loop) are counted,
             // and logged only at debug level.
             macro_rules! log_hit {

@@ -371,7 +371,9 @@ fn reload_swaps_rules_and_keeps_them_on_error() {
 #[test]
 fn metrics_and_api_report_hits() {
     let registry = prometheus::Registry::new();
-    let engine = shipped().with_metrics(RuleMetrics::register(&registry).expect("register"));
+    let engine = shipped();
+    let metrics = RuleMetrics::register(&registry, engine.hit_stats()).expect("register");
+    let engine = engine.with_metrics(metrics);
     eval(&engine, INCIDENT);
     eval(&engine, INCIDENT);
     eval(&engine, "SELEC broken");
