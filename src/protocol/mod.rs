@@ -11,6 +11,9 @@ pub mod frame;
 pub mod frontend;
 pub mod startup;
 
+#[cfg(test)]
+mod robustness_tests;
+
 /// A message that did not have the shape the protocol requires.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {

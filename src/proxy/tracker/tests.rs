@@ -496,3 +496,91 @@ fn replies_arriving_with_the_result_do_not_shorten_the_statement() {
     // Pipelined behind the first statement: it started when that one finished.
     assert_eq!(s[1].duration, Duration::from_millis(2));
 }
+
+mod robustness {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of a session: a client message (`Ok`) or a server message (`Err`), from an
+    /// alphabet covering every message the tracker acts on, in any order a broken or hostile
+    /// peer could produce.
+    fn step() -> impl Strategy<Value = Result<u8, u8>> {
+        prop_oneof![(0u8..9).prop_map(Ok), (0u8..14).prop_map(Err)]
+    }
+
+    fn client(k: u8) -> FrontendMessage<'static> {
+        match k {
+            0 => FrontendMessage::Query { sql: b"SELECT 1" },
+            1 => FrontendMessage::Query {
+                sql: b"SELECT 1; SELECT 2",
+            },
+            2 => parse(b"", b"SELECT $1"),
+            3 => parse(b"s1", b"SELECT 2"),
+            4 => bind(b"", b"s1"),
+            5 => execute(b"", 0),
+            6 => FrontendMessage::Describe {
+                kind: b'S',
+                name: b"s1",
+            },
+            7 => FrontendMessage::Close {
+                kind: b'S',
+                name: b"s1",
+            },
+            _ => FrontendMessage::Sync,
+        }
+    }
+
+    fn server(k: u8) -> BackendMessage<'static> {
+        match k {
+            0 => BackendMessage::ParseComplete,
+            1 => BackendMessage::BindComplete,
+            2 => BackendMessage::CloseComplete,
+            3 => cc(b"SELECT 1"),
+            4 => BackendMessage::DataRow,
+            5 => error(b"42601"),
+            6 => BackendMessage::ReadyForQuery { status: b'I' },
+            7 => BackendMessage::ReadyForQuery { status: b'E' },
+            8 => BackendMessage::RowDescription,
+            9 => BackendMessage::NoData,
+            10 => BackendMessage::EmptyQueryResponse,
+            11 => BackendMessage::PortalSuspended,
+            12 => BackendMessage::CopyInResponse,
+            _ => BackendMessage::ParameterDescription,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        /// Whatever order messages come in, the tracker never panics, never reports more
+        /// statements than the client asked to run, and one ReadyForQuery per outstanding
+        /// Sync/Query brings it back to idle.
+        #[test]
+        fn any_message_order_is_survived_and_nothing_is_invented(
+            steps in prop::collection::vec(step(), 0..60)
+        ) {
+            let (mut t, c) = tracker();
+            let now = Instant::now();
+            let mut asked = 0usize;
+            let mut readies = 0usize;
+            for s in &steps {
+                match *s {
+                    Ok(k) => {
+                        asked += match k { 0 => 1, 1 => 2, 2..=5 => 1, _ => 0 };
+                        readies += usize::from(matches!(k, 0 | 1 | 8));
+                        t.on_client_message(&client(k), now);
+                    }
+                    Err(k) => {
+                        t.on_server_message(&server(k), now);
+                    }
+                }
+            }
+            prop_assert!(seen(&c).len() <= asked, "{} events for {asked} requests", seen(&c).len());
+            for _ in 0..=readies {
+                t.on_server_message(&BackendMessage::ReadyForQuery { status: b'I' }, now);
+            }
+            prop_assert!(t.is_idle());
+        }
+    }
+}
