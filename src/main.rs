@@ -46,8 +46,15 @@ struct DemoArgs {
 #[derive(Args)]
 struct CheckArgs {
     /// Files to check; `-` reads standard input.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "pg_stat_statements")]
     files: Vec<PathBuf>,
+    /// Also check the busiest shapes a PostgreSQL recorded in pg_stat_statements (this DSN's
+    /// server; the role needs pg_read_all_stats to see other roles' statements).
+    #[arg(long, value_name = "DSN")]
+    pg_stat_statements: Option<String>,
+    /// How many pg_stat_statements shapes to check, by total execution time.
+    #[arg(long, default_value_t = 500, requires = "pg_stat_statements")]
+    limit: u32,
     /// Directory of *.toml rule files [default: the rules built into the binary].
     #[arg(long, env = "PGSHAPE_RULES")]
     rules: Option<PathBuf>,
@@ -233,11 +240,11 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
 fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
     use pgshape::rules::Severity;
     use pgshape::rules::check::{self, CheckOptions, Format, InputKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let oracle = match &args.schema_dsn {
         Some(dsn) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let oracle = runtime
                 .block_on(check::catalog_oracle(dsn))
                 .context("reading the schema catalog")?;
@@ -245,6 +252,19 @@ fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         None => None,
     };
+    let mut preloaded = Vec::new();
+    if let Some(dsn) = &args.pg_stat_statements {
+        let read = runtime
+            .block_on(check::pgss::read(dsn, args.limit))
+            .context("reading pg_stat_statements")?;
+        if read.hidden > 0 {
+            eprintln!(
+                "pg_stat_statements: {} statements hidden from this role (grant it pg_read_all_stats)",
+                read.hidden
+            );
+        }
+        preloaded.push(("pg_stat_statements".to_owned(), read.statements));
+    }
     let opts = CheckOptions {
         inputs: args.files,
         rules_dir: args.rules,
@@ -265,6 +285,7 @@ fn check(args: CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             _ => InputKind::Sql,
         }),
         oracle,
+        preloaded,
         ..CheckOptions::default()
     };
     let outcome = check::run(&opts, &mut std::io::stdout().lock())?;

@@ -1,6 +1,10 @@
 //! The `pgshape` binary as a user runs it: `--help`, and `check` as a CI step.
 
+mod support;
+
 use std::process::Command;
+
+use support::{PgCluster, psql_query};
 
 fn pgshape(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pgshape"))
@@ -129,4 +133,80 @@ fn example_config_parses_and_matches_the_defaults() {
     );
     assert_eq!(config.rules, defaults.rules);
     config.stats.validate().expect("valid [stats]");
+}
+
+#[test]
+fn check_reads_the_busiest_shapes_from_pg_stat_statements() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    // The shared cluster preloads the library; the view lives where the extension is created.
+    psql_query(
+        &db,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+         CREATE TABLE orders(id int primary key, created date not null); \
+         CREATE TABLE order_items(id int primary key, order_id int not null references orders, sku text not null); \
+         INSERT INTO orders SELECT g, date '2025-01-01' + g % 300 FROM generate_series(1, 500) g; \
+         INSERT INTO order_items SELECT g, 1 + g % 500, 'sku' || g % 50 FROM generate_series(1, 5000) g",
+    );
+    for sku in ["sku1", "sku2", "sku3"] {
+        psql_query(
+            &db,
+            &format!(
+                "SELECT DISTINCT o.id, o.created FROM orders o JOIN order_items i ON i.order_id = o.id \
+                 WHERE i.sku = '{sku}' ORDER BY o.created DESC LIMIT 25"
+            ),
+        );
+    }
+    let dsn = db.dsn();
+    let out = pgshape(&["check", "--pg-stat-statements", &dsn, "--format", "json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "a warning is under --fail-on error: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json report");
+    let hits: Vec<&serde_json::Value> = report["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["note"].as_str().is_some_and(|n| n.contains(&db.dbname)))
+        .collect();
+    let fanout = hits
+        .iter()
+        .find(|h| h["rule"] == "distinct-over-fanout-join")
+        .unwrap_or_else(|| panic!("no fan-out hit: {stdout}"));
+    assert_eq!(fanout["file"], "pg_stat_statements");
+    // The three runs are one normalized statement with three calls.
+    assert!(
+        fanout["note"].as_str().unwrap().starts_with("3 calls, "),
+        "{fanout:#}"
+    );
+    assert!(
+        fanout["statement"].as_str().unwrap().contains("$1"),
+        "{fanout:#}"
+    );
+
+    let out = pgshape(&[
+        "check",
+        "--pg-stat-statements",
+        &dsn,
+        "--fail-on",
+        "warning",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a warning now fails the check");
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("seen: 3 calls, "), "{human}");
+
+    let missing = pgshape(&[
+        "check",
+        "--pg-stat-statements",
+        "host=127.0.0.1 port=1 connect_timeout=2",
+    ]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("reading pg_stat_statements") && err.contains("connect"),
+        "{err}"
+    );
 }

@@ -27,16 +27,19 @@ pub struct Statement {
     pub database: String,
     pub user: String,
     pub application_name: String,
+    /// What the source knows about the statement (pg_stat_statements: calls and time).
+    pub note: Option<String>,
 }
 
 impl Statement {
-    fn new(line: usize, sql: String) -> Statement {
+    pub(crate) fn new(line: usize, sql: String) -> Statement {
         Statement {
             line,
             sql,
             database: String::new(),
             user: String::new(),
             application_name: String::new(),
+            note: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! repetition on a connection (`repeats_gt`, i.e. `n-plus-one`) never hit here.
 
 pub mod input;
+pub mod pgss;
 pub mod report;
 
 #[cfg(test)]
@@ -44,6 +45,9 @@ pub struct CheckOptions {
     pub database: Option<String>,
     /// Uniqueness oracle; `None` is the heuristic. See [`catalog_oracle`].
     pub oracle: Option<Arc<dyn UniquenessOracle>>,
+    /// Statements read beforehand (e.g. by [`pgss::read`]), checked after the files, under
+    /// the given input name.
+    pub preloaded: Vec<(String, Vec<input::Statement>)>,
 }
 
 impl Default for CheckOptions {
@@ -56,6 +60,7 @@ impl Default for CheckOptions {
             kind: None,
             database: None,
             oracle: None,
+            preloaded: Vec::new(),
         }
     }
 }
@@ -125,10 +130,15 @@ pub fn run_with_stdin(
     let mut findings = Vec::new();
     let mut checked = Vec::new();
     let mut totals = Totals::default();
+    let mut inputs = Vec::with_capacity(opts.inputs.len() + opts.preloaded.len());
     for path in &opts.inputs {
         let (name, text) = read_input(path, stdin)?;
         let kind = opts.kind.unwrap_or_else(|| input::detect(&text));
-        for stmt in input::statements(&text, kind) {
+        inputs.push((name, input::statements(&text, kind)));
+    }
+    inputs.extend(opts.preloaded.iter().cloned());
+    for (name, statements) in inputs {
+        for stmt in statements {
             totals.statements += 1;
             checked.push((name.clone(), stmt.line));
             let sql = stmt.sql.as_bytes();
@@ -161,6 +171,7 @@ pub fn run_with_stdin(
                     fingerprint: fingerprint.to_string(),
                     decided_by: hit.decided_by.map(|k| k.as_str().to_owned()),
                     statement: display_sql(&stmt.sql),
+                    note: stmt.note.clone(),
                 });
             }
         }

@@ -34,6 +34,9 @@ pub struct Finding {
     pub decided_by: Option<String>,
     /// The statement, shortened for display.
     pub statement: String,
+    /// What the source knows about the statement (pg_stat_statements: calls and time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Totals, printed by every format.
@@ -71,6 +74,9 @@ fn human(findings: &[Finding], totals: Totals, out: &mut dyn Write) -> io::Resul
             f.file, f.line, f.severity, f.rule, f.message
         )?;
         writeln!(out, "    {}", f.statement)?;
+        if let Some(note) = &f.note {
+            writeln!(out, "    seen: {note}")?;
+        }
         if let Some(hint) = &f.hint {
             writeln!(out, "    hint: {hint}")?;
         }
