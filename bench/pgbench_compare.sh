@@ -12,7 +12,8 @@
 #   RUNS=3               rounds
 #   CLIENTS="1 8"        client counts
 #   MODES="simple extended"
-#   TARGETS="direct pgshape pgbouncer"   (also: pgshape-nostats, pgshape with [stats] enabled = false)
+#   TARGETS="direct pgshape pgbouncer"   (also: pgshape-nostats, pgshape with [stats] enabled = false;
+#                        pgshape-base, the build at PGSHAPE_BASE_BIN, for A/B comparisons)
 #   SCALE=10             pgbench -i scale
 #   PGSHAPE_BIN=target/release/pgshape   (built with cargo build --release when missing)
 #   PGSHAPE_ARGS=""      extra flags for `pgshape serve`
@@ -33,156 +34,40 @@ SCALE=${SCALE:-10}
 PGSHAPE_BIN=${PGSHAPE_BIN:-$ROOT/target/release/pgshape}
 PGSHAPE_ARGS=${PGSHAPE_ARGS:-}
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %b\n' "$*" >&2; exit 1; }
-
-# --- tools -----------------------------------------------------------------------------------
-bindir=""
-if command -v initdb >/dev/null 2>&1; then
-    bindir=$(dirname "$(readlink -f "$(command -v initdb)")")
-else
-    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n | tail -n1 || true)
-fi
-[ -n "$bindir" ] && [ -x "$bindir/initdb" ] \
-    || die "PostgreSQL server not found: apt-get install -y postgresql postgresql-contrib"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 PGBENCH=$bindir/pgbench
 [ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found"
-PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
-case " $TARGETS " in
-*" pgbouncer "*) [ -x "$PGBOUNCER" ] || die "pgbouncer not found: apt-get install -y pgbouncer" ;;
-esac
-case " $TARGETS " in
-*" pgshape "*)
-    if [ ! -x "$PGSHAPE_BIN" ]; then
-        log "building pgshape (release)"
-        cargo build --release --bin pgshape >&2
-    fi
-    ;;
-esac
+case " $TARGETS " in *" pgshape"*) need_pgshape ;; esac
+case " $TARGETS " in *" pgbouncer "*) need_pgbouncer ;; esac
 
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ready() { # port name
-    local i
-    for i in $(seq 1 100); do
-        if "$bindir/pg_isready" -q -h 127.0.0.1 -p "$1" -d bench -U bench; then return 0; fi
-        sleep 0.1
-    done
-    die "$2 did not accept connections on port $1"
-}
-
-# --- set-up and guaranteed clean-up ------------------------------------------------------------
-WORK=$(mktemp -d /tmp/pgshape-bench-XXXXXX)
-chmod 755 "$WORK"
-PGSHAPE_PID=""
-PGSHAPE_NOSTATS_PID=""
-PGBOUNCER_PID=""
-cleanup() {
-    set +e
-    [ -n "$PGSHAPE_PID" ] && kill "$PGSHAPE_PID" 2>/dev/null && wait "$PGSHAPE_PID" 2>/dev/null
-    [ -n "$PGSHAPE_NOSTATS_PID" ] && kill "$PGSHAPE_NOSTATS_PID" 2>/dev/null \
-        && wait "$PGSHAPE_NOSTATS_PID" 2>/dev/null
-    # Signal pgbouncer itself (its pidfile), not the runuser wrapper, which does not pass it on.
-    if [ -f "$WORK/pgbouncer.pid" ]; then
-        kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null
-    fi
-    [ -n "$PGBOUNCER_PID" ] && kill "$PGBOUNCER_PID" 2>/dev/null && wait "$PGBOUNCER_PID" 2>/dev/null
-    if [ -f "$WORK/data/postmaster.pid" ]; then
-        as_pg "$bindir/pg_ctl" -D "$WORK/data" -m immediate -w stop >/dev/null 2>&1
-    fi
-    if [ -n "${KEEP_RESULTS:-}" ] && [ -f "$WORK/results.tsv" ]; then
-        cp "$WORK/results.tsv" "$KEEP_RESULTS"
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK"
-
-PG_PORT=$(free_port)
-log "initdb + start PostgreSQL on port $PG_PORT"
-as_pg "$bindir/initdb" -D "$WORK/data" -U bench --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
-cat >>"$WORK/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK'
-max_connections = 100
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-CONF
-as_pg "$bindir/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w start >/dev/null
-as_pg "$bindir/createdb" -h 127.0.0.1 -p "$PG_PORT" -U bench bench
+start_postgres 100
 log "pgbench -i -s $SCALE"
 "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 
-declare -A PORT
-PORT[direct]=$PG_PORT
-
-case " $TARGETS " in
-*" pgshape "*)
-    PORT[pgshape]=$(free_port)
-    log "starting pgshape on port ${PORT[pgshape]}"
-    # shellcheck disable=SC2086
-    "$PGSHAPE_BIN" serve --listen "127.0.0.1:${PORT[pgshape]}" --upstream "127.0.0.1:$PG_PORT" \
-        --admin off $PGSHAPE_ARGS >"$WORK/pgshape.log" 2>&1 &
-    PGSHAPE_PID=$!
-    wait_ready "${PORT[pgshape]}" pgshape
-    ;;
-esac
-
+# shellcheck disable=SC2086
+case " $TARGETS " in *" pgshape "*) start_pgshape pgshape $PGSHAPE_ARGS ;; esac
 case " $TARGETS " in
 *" pgshape-nostats "*)
     # The same binary with per-fingerprint statistics off: the cost of statistics alone.
-    PORT[pgshape-nostats]=$(free_port)
     printf '[stats]\nenabled = false\n' >"$WORK/nostats.toml"
-    log "starting pgshape without statistics on port ${PORT[pgshape-nostats]}"
     # shellcheck disable=SC2086
-    "$PGSHAPE_BIN" serve --listen "127.0.0.1:${PORT[pgshape-nostats]}" --upstream "127.0.0.1:$PG_PORT" \
-        --admin off --config "$WORK/nostats.toml" $PGSHAPE_ARGS >"$WORK/pgshape-nostats.log" 2>&1 &
-    PGSHAPE_NOSTATS_PID=$!
-    wait_ready "${PORT[pgshape-nostats]}" pgshape-nostats
+    start_pgshape pgshape-nostats --config "$WORK/nostats.toml" $PGSHAPE_ARGS
     ;;
 esac
-
 case " $TARGETS " in
-*" pgbouncer "*)
-    PORT[pgbouncer]=$(free_port)
-    log "starting pgbouncer (session pooling) on port ${PORT[pgbouncer]}"
-    echo '"bench" ""' >"$WORK/userlist.txt"
-    cat >"$WORK/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${PORT[pgbouncer]}
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/userlist.txt
-pool_mode = session
-max_client_conn = 200
-default_pool_size = 50
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-ignore_startup_parameters = extra_float_digits
-INI
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
-    as_pg "$PGBOUNCER" -q "$WORK/pgbouncer.ini" &
-    PGBOUNCER_PID=$!
-    wait_ready "${PORT[pgbouncer]}" pgbouncer
+*" pgshape-base "*)
+    # Another build of pgshape (e.g. the previous commit) for an A/B comparison in one run.
+    [ -x "${PGSHAPE_BASE_BIN:-}" ] || die "pgshape-base needs PGSHAPE_BASE_BIN=path/to/pgshape"
+    # shellcheck disable=SC2086
+    PGSHAPE_BIN=$PGSHAPE_BASE_BIN start_pgshape pgshape-base $PGSHAPE_ARGS
     ;;
 esac
+case " $TARGETS " in *" pgbouncer "*) start_pgbouncer 200 ;; esac
 
 # --- measure ------------------------------------------------------------------------------------
-printf 'round\tmode\tclients\ttarget\ttps\tlatency_ms\n' >"$WORK/results.tsv"
+BENCH_RESULTS=$WORK/results.tsv
+printf 'round\tmode\tclients\ttarget\ttps\tlatency_ms\n' >"$BENCH_RESULTS"
 for round in $(seq 1 "$RUNS"); do
     for mode in $MODES; do
         for clients in $CLIENTS; do
@@ -234,6 +119,8 @@ if "pgbouncer" in targets and "direct" in targets:
     extra += ["pgbouncer/direct"]
 if "pgshape" in targets and "pgshape-nostats" in targets:
     extra += ["pgshape/pgshape-nostats"]
+if "pgshape" in targets and "pgshape-base" in targets:
+    extra += ["pgshape/pgshape-base"]
 lat_cols = [t for t in targets if t != "direct"] if "direct" in targets else []
 head += extra + [f"{t} +µs/stmt" for t in lat_cols]
 # Runs of one round ran back to back, so their ratio is the paired comparison; its spread

@@ -4,6 +4,11 @@
 //! Frames that can be huge and that the proxy never decodes (DataRow, CopyData) are streamed:
 //! once their header is seen, their bytes are forwarded as they arrive, so a 1 GiB row never
 //! sits in memory. Every other frame is buffered whole (up to the frame limit) and decoded.
+//!
+//! A pump waiting between messages holds no read buffer: on plain TCP it waits for readability
+//! first and only then takes a buffer from a small per-worker pool, so an idle connection costs
+//! its task and sockets, not 2 × 16 KiB (pgbouncer users run tens of thousands of mostly idle
+//! clients; see bench/idle_memory.sh).
 
 use std::time::Instant;
 
@@ -17,6 +22,54 @@ use crate::protocol::frame::parse_header;
 const READ_CHUNK: usize = 16 * 1024;
 /// A buffer that grew past this for one large frame is given back once it is drained.
 const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Spare read buffers per worker thread; more are freed.
+const POOLED_BUFFERS: usize = 16;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives an emptied read buffer back to this worker's pool.
+fn give_buffer(mut buf: BytesMut) {
+    buf.clear();
+    // Reclaims the space consumed by `advance` in place: the buffer is not shared.
+    buf.reserve(READ_CHUNK);
+    if buf.capacity() > SHRINK_ABOVE {
+        return;
+    }
+    BUFFERS.with_borrow_mut(|pool| {
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    });
+}
+
+fn take_buffer() -> BytesMut {
+    BUFFERS
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+}
+
+/// A read half that can wait for input without a buffer.
+pub trait ReadReady: AsyncRead + Unpin {
+    /// Completes when a read would find data, end of stream or an error. A stream that cannot
+    /// tell completes at once (TLS: rustls may already hold decrypted bytes) and is then
+    /// waited on with a buffer.
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>>;
+}
+
+impl ReadReady for tokio::net::tcp::ReadHalf<'_> {
+    async fn readable(&self) -> std::io::Result<()> {
+        tokio::net::tcp::ReadHalf::readable(self).await
+    }
+}
+
+impl<T: AsyncRead> ReadReady for tokio::io::ReadHalf<T> {
+    async fn readable(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Which peer sent something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +147,7 @@ pub async fn run<R, W, H>(
     handler: &mut H,
 ) -> Result<PumpEnd, PumpError>
 where
-    R: AsyncRead + Unpin,
+    R: ReadReady,
     W: AsyncWrite + Unpin,
     H: FrameHandler,
 {
@@ -111,6 +164,12 @@ where
     let mut need_read = buf.is_empty();
     loop {
         if need_read {
+            if buf.is_empty() {
+                // Between messages: wait without holding a buffer.
+                give_buffer(std::mem::take(&mut buf));
+                reader.readable().await.map_err(read_err)?;
+                buf = take_buffer();
+            }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
@@ -194,9 +253,6 @@ where
         buf.advance(pos);
         if let Some(end) = stop {
             return Ok(end);
-        }
-        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
-            buf = BytesMut::with_capacity(READ_CHUNK);
         }
         if wanted > 0 {
             // Make room for the whole frame at once instead of growing chunk by chunk.

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::frames::{ClientFrames, Phase, ServerFrames, SessionState};
 use super::metrics::ProxyMetrics;
-use super::pump::{self, PumpEnd, PumpError, Side};
+use super::pump::{self, PumpEnd, PumpError, ReadReady, Side};
 use super::startup::{Opening, fatal_for, forward_cancel, open};
 use super::stream::{ClientGone, ClientSink, ClientStream, ServerStream};
 use super::tracker::Tracker;
@@ -318,9 +318,9 @@ impl Pumps<'_> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended
     where
-        CR: AsyncRead + Unpin,
+        CR: ReadReady,
         CW: AsyncWrite + Unpin,
-        SR: AsyncRead + Unpin,
+        SR: ReadReady,
         SW: AsyncWrite + Unpin,
     {
         let grace = self.shared.config.shutdown_grace();
