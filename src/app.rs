@@ -133,7 +133,8 @@ impl App {
                 }),
             )
         });
-        let router = router.map(|r| admin::protect_writes(r, config.admin_token.clone()));
+        let token = config.admin_token.as_ref().map(|t| t.expose().to_owned());
+        let router = router.map(|r| admin::protect_writes(r, token));
         if let Some(addr) = admin_addr
             && !addr.ip().is_loopback()
             && config.admin_token.is_none()

@@ -36,7 +36,7 @@ pub struct Config {
     pub admin: Option<String>,
     /// Bearer token required by the admin API's state-changing endpoints (POST: statistics
     /// reset, rule reload); `None` leaves them open to whoever reaches the admin address.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Worker threads, each a single-threaded runtime that owns its connections; 0 = one per core.
     pub workers: usize,
     /// Largest protocol message accepted from either side, in bytes (PostgreSQL's own cap is 1 GiB).
@@ -133,5 +133,46 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
+    }
+}
+
+/// A setting that must not appear in logs or `Debug` output (the admin token).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value itself, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn the_admin_token_is_read_from_toml_and_never_debug_printed() {
+        let config: Config = toml::from_str("admin_token = \"tok-91c2\"\n").unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().map(|t| t.expose()),
+            Some("tok-91c2")
+        );
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("tok-91c2") && printed.contains("Secret(***)"),
+            "{printed}"
+        );
     }
 }

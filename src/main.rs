@@ -170,13 +170,10 @@ impl ServeArgs {
         if let Some(ms) = self.log_min_duration {
             config.log_min_duration_ms = ms;
         }
-        set_some!(
-            admin_token,
-            tls_cert,
-            tls_key,
-            upstream_sslmode,
-            upstream_sslrootcert
-        );
+        if let Some(token) = self.admin_token {
+            config.admin_token = Some(pgshape::config::Secret::new(token));
+        }
+        set_some!(tls_cert, tls_key, upstream_sslmode, upstream_sslrootcert);
         if let Some(admin) = self.admin {
             config.admin = (admin != "off").then_some(admin);
         }
