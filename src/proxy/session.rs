@@ -168,6 +168,12 @@ async fn relay(
         side: Side::Server,
         source,
     };
+    // Who the session's log lines are about.
+    let who = Who {
+        peer: info.client_addr,
+        database: info.database.clone(),
+        user: info.user.clone(),
+    };
     server
         .write_all_flush(&startup_packet)
         .await
@@ -187,7 +193,7 @@ async fn relay(
                 timeout,
             };
             shared.metrics.upstream_connect_errors.inc();
-            tracing::warn!(%error, "upstream did not answer the startup message");
+            tracing::warn!(%error, %who, "upstream did not answer the startup message");
             let message = format!("pgshape: {error}");
             let fatal = encode::error_response("FATAL", "08006", &message, None);
             let _ = client.write_all_flush(&fatal).await;
@@ -221,6 +227,7 @@ async fn relay(
         state: &state,
         shared,
         max_frame,
+        who: &who,
     };
     let ended = with_halves!(client, ClientStream, |client_read, client_write| {
         with_halves!(server, ServerStream, |server_read, server_write| {
@@ -248,7 +255,7 @@ async fn relay(
             if let (Drain::GraceOver, Some(key)) = (drain, cancel_key) {
                 // The statement still running would otherwise go on in the backend after its
                 // client is gone: cancel it as the client's own Ctrl-C would.
-                tracing::warn!("shutdown grace period over; cancelling the running statement");
+                tracing::warn!(%who, "shutdown grace period over; cancelling the running statement");
                 forward_cancel(&cancel_request(&key), shared).await;
             }
             let hint = match drain {
@@ -277,7 +284,7 @@ async fn relay(
                 .protocol_errors
                 .with_label_values(&[side.label()])
                 .inc();
-            tracing::warn!(%error, "closing session on protocol error");
+            tracing::warn!(%error, %who, "closing session on protocol error");
         }
         if let Some(fatal) = fatal_for(&error) {
             let _ = client.write_all_flush(&fatal).await;
@@ -297,6 +304,23 @@ struct Pumps<'a> {
     state: &'a RefCell<SessionState>,
     shared: &'a Shared,
     max_frame: usize,
+    who: &'a Who,
+}
+
+/// A session's identity in log lines: `client 10.0.0.7:51000 (web@shop)`.
+struct Who {
+    peer: Option<SocketAddr>,
+    database: String,
+    user: String,
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.peer {
+            Some(peer) => write!(f, "client {peer} ({}@{})", self.user, self.database),
+            None => write!(f, "client ({}@{})", self.user, self.database),
+        }
+    }
 }
 
 impl Pumps<'_> {
@@ -364,6 +388,7 @@ impl Pumps<'_> {
             let cancel = self.shared.config.cancel_on_client_disconnect;
             tracing::info!(
                 cancel,
+                who = %self.who,
                 "client disconnected mid-statement; waiting for the server to finish it"
             );
             let mut nudge = encode::copy_fail("pgshape: the client disconnected");
