@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::event::{Observers, StatementGate, StatementObserver};
+use crate::proxy::upstream::{Upstream, UpstreamProbe};
 use crate::proxy::{Proxy, ProxyError, ProxyMetrics};
 use crate::rules::catalog::CatalogError;
 use crate::rules::{CatalogOracle, RuleEngine, RuleLoadError, RuleMetrics};
@@ -115,6 +116,10 @@ impl App {
             .map(|l| l.local_addr())
             .transpose()
             .map_err(AppError::Background)?;
+        let probe = Arc::new(UpstreamProbe::new(
+            Upstream::from_config(&config).map_err(ProxyError::from)?,
+            config.connect_timeout(),
+        ));
         let router = admin_listener.is_some().then(|| {
             let reload_engine = rules.clone();
             let rules_of = rules.clone();
@@ -124,6 +129,7 @@ impl App {
                 rules_of: Some(Arc::new(move |fp| rules_of.rules_for_fingerprint(fp))),
             })
             .merge(crate::rules::api::router(rules.clone()))
+            .merge(admin::ready::router(probe))
             // The documented short form of /api/rules/reload.
             .route(
                 "/api/reload",

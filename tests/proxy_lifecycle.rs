@@ -411,3 +411,41 @@ fn cancel_on_client_disconnect_stops_the_statement_of_a_killed_client() {
     assert_eq!(metrics.client_disconnects_mid_statement.get(), 1);
     assert_eq!(metrics.cancel_requests.get(), 1);
 }
+
+// ---------------------------------------------------------------- readiness
+
+#[test]
+fn readyz_answers_whether_the_upstream_accepts_connections() {
+    let cluster = PgCluster::shared();
+    let up = pgshape::app::App::start(support::app_config(cluster)).expect("pgshape starts");
+    let r = support::http_request(up.admin_addr().unwrap(), "GET", "/readyz", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["upstream"], cluster.addr().to_string());
+    assert!(body["connect_ms"].as_f64().unwrap() >= 0.0);
+    up.shutdown();
+
+    // Nothing listens on the port of a listener that was just closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = support::app_config(cluster);
+    config.upstream = dead.to_string();
+    config.connect_timeout_ms = 1_000;
+    let down = pgshape::app::App::start(config).expect("pgshape starts with its upstream down");
+    let r = support::http_request(down.admin_addr().unwrap(), "GET", "/readyz", &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["ready"], false);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&dead.to_string()),
+        "names the upstream: {error}"
+    );
+    // Liveness is another question: the process answers.
+    let r = support::http_request(down.admin_addr().unwrap(), "GET", "/healthz", &[]);
+    assert_eq!(r.status, 200);
+    down.shutdown();
+}

@@ -22,6 +22,8 @@
 //!   [{"lower_ms","upper_ms","count"}]]}`, one entry per (database, user); `other` works too.
 //! - `POST /api/queries/reset`: forget all statistics (the evictions counter stays).
 //! - `GET /`: HTML page of the top 50, refreshed every 5 s. `GET /healthz`: `ok`.
+//! - `GET /readyz` (merged in by the app, see `ready.rs`): 200 when the upstream accepts a
+//!   connection, 503 with the reason when not.
 //!
 //! Errors are JSON: `{"error": "...", "parameter": "limit"}` with 400 for a bad parameter,
 //! 404 for an unknown fingerprint or path, or when statistics are off.
@@ -34,6 +36,7 @@
 
 mod api;
 mod auth;
+pub mod ready;
 #[cfg(test)]
 mod tests;
 

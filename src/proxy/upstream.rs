@@ -285,6 +285,69 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Readiness of the upstream for `GET /readyz`: can a server connection be opened (TCP, and
+/// TLS as the sslmode says) within the connect timeout? Nothing is sent after that, which
+/// PostgreSQL deliberately does not log ("service-monitoring software often just opens and
+/// closes a connection"). Answers are reused for a second, so a storm of probes costs the
+/// server at most one connection per second.
+#[derive(Debug)]
+pub struct UpstreamProbe {
+    upstream: Upstream,
+    timeout: Duration,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Probe)>>,
+}
+
+/// One readiness answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// `host:port` of the upstream.
+    pub upstream: String,
+    /// How long the connection took, when it succeeded.
+    pub connect_ms: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+const PROBE_REUSE: Duration = Duration::from_secs(1);
+
+impl UpstreamProbe {
+    pub fn new(upstream: Upstream, timeout: Duration) -> UpstreamProbe {
+        UpstreamProbe {
+            upstream,
+            timeout,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Connects (or reuses an answer younger than a second).
+    pub async fn check(&self) -> Probe {
+        let mut last = self.last.lock().await;
+        if let Some((at, probe)) = &*last
+            && at.elapsed() < PROBE_REUSE
+        {
+            return probe.clone();
+        }
+        let started = tokio::time::Instant::now();
+        let probe = match self.upstream.connect(self.timeout).await {
+            Ok(mut stream) => {
+                stream.shutdown().await;
+                Probe {
+                    upstream: self.upstream.target(),
+                    connect_ms: Some(started.elapsed().as_secs_f64() * 1e3),
+                    error: None,
+                }
+            }
+            Err(error) => Probe {
+                upstream: self.upstream.target(),
+                connect_ms: None,
+                error: Some(error.to_string()),
+            },
+        };
+        *last = Some((tokio::time::Instant::now(), probe.clone()));
+        probe
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
