@@ -325,16 +325,16 @@ async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
 
 // ---------------------------------------------------------------- the client vanishes
 
-/// Starts psql running `sql` through `proxy`, waits until the server runs it (`marker` is in
-/// its text), then kills psql with SIGKILL: no Terminate, the socket just closes.
+/// Starts psql running `sql` over `conn` (a route through the proxy), waits until the server
+/// runs it (`marker` is in its text), then kills psql with SIGKILL: no Terminate, the socket
+/// just closes.
 fn kill_psql_mid_statement(
     cluster: &PgCluster,
-    proxy: &ProxyUnderTest,
-    db: &ConnParams,
+    dbname: &str,
+    conn: &ConnParams,
     sql: &str,
     marker: &str,
 ) {
-    let conn = proxy.route(&db.user(AuthUser::Md5));
     let mut child = Command::new(PgBin::get().tool("psql"))
         .env("PGPASSFILE", "/nonexistent/pgshape-tests/pgpass")
         .env_remove("PGSERVICE")
@@ -344,7 +344,7 @@ fn kill_psql_mid_statement(
         .stderr(Stdio::null())
         .spawn()
         .expect("start psql");
-    wait_until_running(cluster, &db.dbname, marker);
+    wait_until_running(cluster, dbname, marker);
     child.kill().expect("SIGKILL psql");
     let _ = child.wait();
 }
@@ -361,7 +361,8 @@ fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_is_still_ti
     let proxy = ProxyUnderTest::start(cluster);
     let sql = "INSERT INTO landed SELECT /*vanish*/ 7 FROM pg_sleep(1)";
     let killed_at = Instant::now();
-    kill_psql_mid_statement(cluster, &proxy, &db, sql, "/*vanish*/");
+    let conn = proxy.route(&db.user(AuthUser::Md5));
+    kill_psql_mid_statement(cluster, &db.dbname, &conn, sql, "/*vanish*/");
 
     let events = proxy.events.wait_for_matching("/*vanish*/", 1, EVENT_WAIT);
     assert_eq!(events.len(), 1, "{events:#?}");
@@ -389,10 +390,11 @@ fn cancel_on_client_disconnect_stops_the_statement_of_a_killed_client() {
     support::psql_query(&db.user(AuthUser::Md5), "CREATE TABLE landed (n int)");
     let proxy = ProxyUnderTest::start_with(cluster, |c| c.cancel_on_client_disconnect = true);
     let started = Instant::now();
+    let conn = proxy.route(&db.user(AuthUser::Md5));
     kill_psql_mid_statement(
         cluster,
-        &proxy,
-        &db,
+        &db.dbname,
+        &conn,
         "INSERT INTO landed SELECT /*cancelled*/ 7 FROM pg_sleep(60)",
         "/*cancelled*/",
     );
@@ -410,6 +412,40 @@ fn cancel_on_client_disconnect_stops_the_statement_of_a_killed_client() {
     let metrics = proxy.proxy().metrics();
     assert_eq!(metrics.client_disconnects_mid_statement.get(), 1);
     assert_eq!(metrics.cancel_requests.get(), 1);
+}
+
+#[test]
+fn a_tls_client_killed_mid_statement_is_timed_too() {
+    // Over TLS the relay writes through a TLS session whose socket is gone; the replies must
+    // still be read and dropped the same way.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let certs = support::tls::ServerCert::throwaway();
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.tls_cert = Some(certs.cert_path());
+        c.tls_key = Some(certs.key_path());
+    });
+    let conn = proxy.route(&db.user(AuthUser::Md5)).sslmode("require");
+    let sql =
+        "SELECT /*tls-vanish*/ pg_sleep(0.05), repeat('x', 100000) FROM generate_series(1, 20)";
+    kill_psql_mid_statement(cluster, &db.dbname, &conn, sql, "/*tls-vanish*/");
+    let events = proxy
+        .events
+        .wait_for_matching("/*tls-vanish*/", 1, EVENT_WAIT);
+    assert_eq!(
+        (events[0].sqlstate.as_deref(), events[0].rows),
+        (None, 20),
+        "{events:#?}"
+    );
+    assert_no_backends(cluster, &db.dbname);
+    assert_eq!(
+        proxy
+            .proxy()
+            .metrics()
+            .client_disconnects_mid_statement
+            .get(),
+        1
+    );
 }
 
 // ---------------------------------------------------------------- readiness
