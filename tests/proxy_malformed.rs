@@ -282,3 +282,28 @@ fn client_vanishing_mid_copy_or_mid_pipeline_leaks_nothing_and_is_still_timed() 
         2
     );
 }
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_results() {
+    // shutdown(SHUT_WR) after the query: the server answers a direct connection in full, and so
+    // must the proxy, even though it sees the client's end of stream mid-statement.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let mut s = login(proxy.addr(), &db);
+    s.write_all(&encode::query(
+        "SELECT 42 AS answer FROM pg_sleep(0.3) /*half*/",
+    ))
+    .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let tags: Vec<u8> = read_all(&mut s).into_iter().map(|(tag, _)| tag).collect();
+    assert_eq!(
+        tags, b"TDCZ",
+        "RowDescription, DataRow, CommandComplete, ReadyForQuery"
+    );
+    let events = proxy
+        .events
+        .wait_for_matching("/*half*/", 1, Duration::from_secs(10));
+    assert_eq!((events[0].rows, events[0].sqlstate.as_deref()), (1, None));
+    assert_no_backends(cluster, &db);
+}

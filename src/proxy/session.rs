@@ -327,9 +327,10 @@ impl Pumps<'_> {
     /// Relays both directions until one side leaves, shutdown, or an error.
     ///
     /// A client that leaves while the server still works on its statements (killed, timed out,
-    /// connection reset) does not end the session at once: the server's replies are still read
-    /// and dropped until it is idle, so those statements are timed and counted — they are often
-    /// the slowest ones, the reason the client gave up. The server is nudged so that it does
+    /// connection reset, or only its sending side closed) does not end the session at once:
+    /// the server's replies are still read until it is idle — forwarded while the client takes
+    /// them, dropped once a write fails — so those statements are timed and counted; they are
+    /// often the slowest ones, the reason the client gave up. The server is nudged so that it does
     /// not wait for the client: a CopyFail ends a COPY FROM STDIN and a Flush sends what an
     /// unsynced pipeline left buffered (both are ignored otherwise), and with
     /// `cancel_on_client_disconnect` the statement is cancelled.
@@ -383,7 +384,9 @@ impl Pumps<'_> {
             return Ended::Client(left);
         }
         if vanished {
-            gone.set();
+            // Replies are still forwarded: a client that only closed its sending side (a
+            // half-close) reads them as it would from the server; for a client that is really
+            // gone, the first failed write makes the sink drop the rest.
             self.shared.metrics.client_disconnects_mid_statement.inc();
             let cancel = self.shared.config.cancel_on_client_disconnect;
             tracing::info!(

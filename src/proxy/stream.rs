@@ -116,9 +116,9 @@ impl ClientGone {
     }
 }
 
-/// The client's write half as the server pump sees it: once the client is gone (a write
-/// failed, or its side of the session ended), writes are dropped instead of failing, so the
-/// server's replies to statements still running are read, timed and counted.
+/// The client's write half as the server pump sees it: once a write to the client failed
+/// (it is gone), writes are dropped instead of failing, so the server's replies to statements
+/// still running are read, timed and counted.
 pub struct ClientSink<'a, W> {
     inner: W,
     gone: &'a ClientGone,
