@@ -283,6 +283,8 @@ async fn detail_reset_page_and_health() {
     assert!(
         body.contains("api/queries") && !body.contains("http://") && !body.contains("https://")
     );
+    // The page shows the rules that hit a shape and its slowest trace (fields of the API rows).
+    assert!(body.contains("r.rules") && body.contains("r.traceparent"));
     let (status, _, body) = server.request("GET", "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
 
