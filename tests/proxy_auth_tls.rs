@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use pgshape::config::Config;
 use support::tls::ServerCert;
-use support::{AuthUser, CmdOutput, ConnParams, PgCluster, ProxyUnderTest, psql};
+use support::{AuthUser, ConnParams, PgCluster, ProxyUnderTest, psql, psql_c};
 use tokio_postgres::error::SqlState;
 
 const EVENT_WAIT: Duration = Duration::from_secs(10);
@@ -38,21 +38,11 @@ fn terminate_tls(config: &mut Config, certs: &ServerCert) {
     config.tls_key = Some(certs.key_path());
 }
 
-/// `psql -Atq -c sql` with extra libpq settings appended to the connection string.
-fn run(conn: &ConnParams, extra: &str, sql: &str) -> CmdOutput {
-    let dsn = format!("{} {extra}", conn.dsn());
-    psql(
-        conn,
-        &["-Atq", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", sql],
-        None,
-    )
-}
-
 /// Runs `sql` (which must be unique to the test) through the proxy, asserts it succeeded and
 /// produced exactly one successful event with exactly this SQL, and returns psql's output.
 #[track_caller]
 fn query_ok(proxy: &ProxyUnderTest, conn: &ConnParams, extra: &str, sql: &str) -> String {
-    let out = run(conn, extra, sql);
+    let out = psql_c(conn, extra, sql);
     out.assert_success();
     assert_one_event(proxy, conn, sql);
     out.stdout.trim_end().to_owned()
@@ -86,24 +76,6 @@ fn upstream_ssl_sql(marker: &str) -> String {
     UPSTREAM_SSL.replacen("SELECT ", &format!("SELECT /*{marker}*/ "), 1)
 }
 
-/// Waits for the server to drop every backend of `db` (a failed or finished session must not
-/// leave its upstream connection behind).
-#[track_caller]
-fn assert_no_backends(cluster: &PgCluster, db: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let n = cluster.backends_in(db);
-        if n == 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} backends still open in {db}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The error a plain tokio-postgres client gets when it connects through `proxy`.
 async fn connect_error(conn: &ConnParams) -> tokio_postgres::Error {
     match conn.tokio_config().connect(tokio_postgres::NoTls).await {
@@ -132,7 +104,7 @@ fn every_auth_method_logs_in_through_the_proxy() {
         let sql = format!("SELECT /*plain {}*/ current_user", user.name());
         assert_eq!(query_ok(&proxy, &conn, "", &sql), user.name());
     }
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -142,7 +114,7 @@ fn wrong_password_gives_the_servers_own_error() {
     let proxy = ProxyUnderTest::start(cluster);
     for user in PASSWORD_USERS {
         let conn = proxy.route(&db.user(user).password(Some("wrong")));
-        let out = run(&conn, "", "SELECT 1");
+        let out = psql_c(&conn, "", "SELECT 1");
         assert!(
             !out.success(),
             "{} logged in with a wrong password",
@@ -156,7 +128,7 @@ fn wrong_password_gives_the_servers_own_error() {
         assert!(!out.stderr.contains("pgshape"), "{}", out.stderr);
     }
     assert!(proxy.events.is_empty(), "{:#?}", proxy.events.events());
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -174,7 +146,7 @@ fn wrong_password_carries_sqlstate_28p01() {
             user.name()
         );
     }
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 // ---------------------------------------------------------------- client ↔ pgshape TLS
@@ -202,7 +174,7 @@ fn client_tls_is_terminated_and_the_upstream_stays_plain() {
         "{}",
         out.stdout
     );
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -220,7 +192,7 @@ fn client_tls_verify_full_against_the_proxy_certificate() {
 
     // A CA that did not sign the proxy's certificate must be refused by libpq.
     let other = ServerCert::throwaway();
-    let out = run(
+    let out = psql_c(
         &conn.sslrootcert(&other.ca_path()),
         "",
         "SELECT /*wrong ca*/ 1",
@@ -230,7 +202,7 @@ fn client_tls_verify_full_against_the_proxy_certificate() {
     // ("EVP lib") rather than "certificate verify failed"; either way it is an SSL error.
     assert!(out.stderr.contains("SSL error"), "{}", out.stderr);
     assert!(proxy.events.matching("/*wrong ca*/").is_empty());
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -247,7 +219,7 @@ fn without_tls_the_proxy_declines_ssl_requests() {
     assert!(!out.stdout.contains("SSL connection"), "{}", out.stdout);
 
     // `require` stops at the 'N' with libpq's own message, before any password is sent.
-    let out = run(&conn.sslmode("require"), "", "SELECT /*require*/ 1");
+    let out = psql_c(&conn.sslmode("require"), "", "SELECT /*require*/ 1");
     assert!(!out.success());
     assert!(
         out.stderr
@@ -256,7 +228,7 @@ fn without_tls_the_proxy_declines_ssl_requests() {
         out.stderr
     );
     assert!(proxy.events.matching("/*require*/").is_empty());
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 // ---------------------------------------------------------------- pgshape ↔ server TLS
@@ -277,7 +249,7 @@ fn upstream_tls_require_encrypts_the_server_link() {
             format!("{}|t", user.name())
         );
     }
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -305,7 +277,7 @@ fn upstream_tls_verify_full_with_the_cluster_ca() {
     let conn = proxy.route(&db.user(AuthUser::Md5));
     let sql = upstream_ssl_sql("verify-full url");
     assert_eq!(query_ok(&proxy, &conn, "", &sql), "md5_user|t");
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -318,7 +290,7 @@ fn upstream_tls_verify_full_with_a_wrong_ca_fails_naming_the_upstream() {
         c.upstream_sslrootcert = Some(other.ca_path());
     });
     let conn = proxy.route(&db.user(AuthUser::Scram));
-    let out = run(&conn, "", "SELECT /*wrong upstream ca*/ 1");
+    let out = psql_c(&conn, "", "SELECT /*wrong upstream ca*/ 1");
     assert!(!out.success());
     let expected = format!("TLS handshake with upstream {} failed", cluster.addr());
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
@@ -326,7 +298,7 @@ fn upstream_tls_verify_full_with_a_wrong_ca_fails_naming_the_upstream() {
     let error = block_on(connect_error(&conn));
     assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
     assert!(proxy.events.is_empty());
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -337,7 +309,7 @@ fn upstream_tls_required_from_a_plain_server_fails_naming_the_upstream() {
         c.upstream_sslmode = Some("require".into());
     });
     let conn = proxy.route(&db.user(AuthUser::Scram));
-    let out = run(&conn, "", "SELECT /*require plain server*/ 1");
+    let out = psql_c(&conn, "", "SELECT /*require plain server*/ 1");
     assert!(!out.success());
     let expected = format!(
         "upstream {} does not support SSL, but sslmode=require requires it",
@@ -347,7 +319,7 @@ fn upstream_tls_required_from_a_plain_server_fails_naming_the_upstream() {
     let error = block_on(connect_error(&conn));
     assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
     assert!(proxy.events.is_empty());
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -363,7 +335,7 @@ fn upstream_prefer_uses_tls_when_the_server_offers_it() {
             query_ok(&proxy, &conn, "", &sql),
             format!("scram_user|{expected}")
         );
-        assert_no_backends(cluster, &db.dbname);
+        cluster.assert_no_backends(&db.dbname);
     }
 }
 
@@ -394,14 +366,14 @@ fn tls_on_both_sides_works_for_non_scram_methods_and_passes_password_errors() {
         let conn = proxy
             .route(&db.user(user).password(Some("wrong")))
             .sslmode("require");
-        let out = run(&conn, "channel_binding=disable", "SELECT 1");
+        let out = psql_c(&conn, "channel_binding=disable", "SELECT 1");
         let expected = format!(
             "password authentication failed for user \"{}\"",
             user.name()
         );
         assert!(out.stderr.contains(&expected), "{}", out.stderr);
     }
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -414,7 +386,7 @@ fn scram_over_tls_on_both_sides_asks_for_channel_binding_disable() {
 
     // libpq's default channel_binding=prefer: no -PLUS on offer, so it sends `y`, which the TLS
     // server would reject as a downgrade; pgshape stops it with an actionable message.
-    let out = run(&conn, "", "SELECT /*cb prefer*/ 1");
+    let out = psql_c(&conn, "", "SELECT /*cb prefer*/ 1");
     assert!(!out.success());
     assert!(out.stderr.contains("FATAL"), "{}", out.stderr);
     assert!(
@@ -429,7 +401,7 @@ fn scram_over_tls_on_both_sides_asks_for_channel_binding_disable() {
     );
 
     // channel_binding=require: libpq itself refuses, as no -PLUS mechanism is offered.
-    let out = run(&conn, "channel_binding=require", "SELECT /*cb require*/ 1");
+    let out = psql_c(&conn, "channel_binding=require", "SELECT /*cb require*/ 1");
     assert!(!out.success());
     assert!(
         out.stderr.contains("channel binding is required"),
@@ -444,7 +416,7 @@ fn scram_over_tls_on_both_sides_asks_for_channel_binding_disable() {
     );
     assert!(proxy.events.matching("/*cb pre").is_empty());
     assert!(proxy.events.matching("/*cb req").is_empty());
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -463,5 +435,5 @@ fn scram_with_client_tls_and_plain_upstream_needs_no_setting() {
         query_ok(&proxy, &conn, "channel_binding=prefer", &sql),
         "scram_user|f"
     );
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }

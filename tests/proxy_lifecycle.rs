@@ -12,52 +12,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::pgbin::PgBin;
-use support::{AuthUser, CmdOutput, ConnParams, PgCluster, ProxyUnderTest, psql};
+use support::{AuthUser, ConnParams, PgCluster, ProxyUnderTest, psql_c};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 const EVENT_WAIT: Duration = Duration::from_secs(10);
-
-/// `psql -Atq -c sql` with extra libpq settings appended to the connection string.
-fn run(conn: &ConnParams, extra: &str, sql: &str) -> CmdOutput {
-    let dsn = format!("{} {extra}", conn.dsn());
-    psql(
-        conn,
-        &["-Atq", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", sql],
-        None,
-    )
-}
-
-/// Waits for the server to drop every backend of `db`: whatever happened to the client, pgshape
-/// must not leave its upstream connection open.
-#[track_caller]
-fn assert_no_backends(cluster: &PgCluster, db: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let n = cluster.backends_in(db);
-        if n == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{n} backends still open in {db}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until a statement containing `marker` is running on the server, so the test acts
-/// while it is really in flight rather than after a guessed sleep.
-#[track_caller]
-fn wait_until_running(cluster: &PgCluster, db: &str, marker: &str) {
-    let admin = cluster.conn(db, AuthUser::Trust);
-    let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-         AND pid <> pg_backend_pid() AND query LIKE '%{marker}%'"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while support::psql_query(&admin, &sql) != "1" {
-        assert!(Instant::now() < deadline, "{marker} never started running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Asserts that exactly `n` events carry exactly this SQL, none of them failed.
 #[track_caller]
@@ -122,7 +81,7 @@ async fn max_client_connections_refuses_the_next_client_with_53300() {
     let (second, _second_task) = connect(&conn).await;
 
     let third = conn.clone();
-    let out = blocking(move || run(&third, "", "SELECT 1")).await;
+    let out = blocking(move || psql_c(&third, "", "SELECT 1")).await;
     assert!(!out.success());
     assert!(
         out.stderr.contains("sorry, too many clients already"),
@@ -171,7 +130,7 @@ async fn max_client_connections_refuses_the_next_client_with_53300() {
     drop(back);
     drop(second);
     let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
+    blocking(move || cluster.assert_no_backends(&dbname)).await;
 }
 
 // ---------------------------------------------------------------- cancel
@@ -192,7 +151,7 @@ async fn driver_cancel_travels_through_the_proxy() {
         (result.map(|_| ()), client)
     });
     let dbname = db.dbname.clone();
-    blocking(move || wait_until_running(cluster, &dbname, "/*cancel me*/")).await;
+    blocking(move || cluster.wait_until_running(&dbname, "/*cancel me*/")).await;
 
     let started = Instant::now();
     token.cancel_query(NoTls).await.expect("send cancel");
@@ -215,7 +174,7 @@ async fn driver_cancel_travels_through_the_proxy() {
     assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
     drop(client);
     let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
+    blocking(move || cluster.assert_no_backends(&dbname)).await;
 }
 
 #[test]
@@ -247,7 +206,7 @@ fn psql_ctrl_c_cancels_through_the_proxy() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start psql");
-    wait_until_running(cluster, &db.dbname, "/*ctrl-c*/");
+    cluster.wait_until_running(&db.dbname, "/*ctrl-c*/");
 
     let interrupted = Instant::now();
     let status = Command::new("kill")
@@ -281,7 +240,7 @@ fn psql_ctrl_c_cancels_through_the_proxy() {
     let events = proxy.events.wait_for_matching("/*ctrl-c*/", 1, EVENT_WAIT);
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0].sqlstate.as_deref(), Some("57014"));
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 // ---------------------------------------------------------------- the server ends a session
@@ -320,7 +279,7 @@ async fn a_terminated_backend_ends_the_client_session_with_the_servers_error() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
+    blocking(move || cluster.assert_no_backends(&dbname)).await;
 }
 
 // ---------------------------------------------------------------- the client vanishes
@@ -344,7 +303,7 @@ fn kill_psql_mid_statement(
         .stderr(Stdio::null())
         .spawn()
         .expect("start psql");
-    wait_until_running(cluster, dbname, marker);
+    cluster.wait_until_running(dbname, marker);
     child.kill().expect("SIGKILL psql");
     let _ = child.wait();
 }
@@ -373,7 +332,7 @@ fn a_client_killed_mid_statement_leaves_no_backend_and_the_statement_is_still_ti
         "{e:#?}"
     );
     assert!(e.duration >= Duration::from_millis(900), "{e:#?}");
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
     assert!(killed_at.elapsed() < Duration::from_secs(5));
     assert_eq!(support::psql_query(&db, "SELECT n FROM landed"), "7");
     let metrics = proxy.proxy().metrics();
@@ -402,7 +361,7 @@ fn cancel_on_client_disconnect_stops_the_statement_of_a_killed_client() {
         .events
         .wait_for_matching("/*cancelled*/", 1, EVENT_WAIT);
     assert_eq!(events[0].sqlstate.as_deref(), Some("57014"), "{events:#?}");
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "not cancelled: {:?}",
@@ -437,7 +396,7 @@ fn a_tls_client_killed_mid_statement_is_timed_too() {
         (None, 20),
         "{events:#?}"
     );
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
     assert_eq!(
         proxy
             .proxy()

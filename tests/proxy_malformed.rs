@@ -85,23 +85,6 @@ fn login(addr: SocketAddr, db: &ConnParams) -> TcpStream {
 }
 
 #[track_caller]
-fn assert_no_backends(cluster: &PgCluster, db: &ConnParams) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let n = cluster.backends_in(&db.dbname);
-        if n == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} server connections leaked in {}",
-            db.dbname
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[track_caller]
 fn assert_still_serving(proxy: &ProxyUnderTest, db: &ConnParams) {
     assert_eq!(psql_query(&proxy.route(db), "SELECT 40 + 2"), "42");
 }
@@ -122,7 +105,7 @@ fn impossible_frame_length_gets_a_fatal_protocol_error() {
         assert!(text.contains("FATAL"), "length {len}: {text}");
         assert!(text.contains("'Q'"), "names the message type: {text}");
     }
-    assert_no_backends(cluster, &db);
+    cluster.assert_no_backends(&db.dbname);
     assert_still_serving(&proxy, &db);
 }
 
@@ -137,7 +120,7 @@ fn oversized_frame_is_refused_before_it_is_buffered() {
     s.write_all(&frame).unwrap();
     let text = error_text(&read_all(&mut s));
     assert!(text.contains("over the limit of 1048576"), "{text}");
-    assert_no_backends(cluster, &db);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -154,7 +137,7 @@ fn ten_megabyte_startup_packet_is_rejected() {
     let _ = s.write_all(&vec![b'a'; 64 * 1024]);
     let text = error_text(&read_all(&mut s));
     assert!(text.contains("startup packet length 10485760"), "{text}");
-    assert_no_backends(cluster, &db);
+    cluster.assert_no_backends(&db.dbname);
     assert_still_serving(&proxy, &db);
 }
 
@@ -177,7 +160,7 @@ fn garbage_before_startup_is_answered_or_closed() {
             "round {round}: unexpected answer {answer:?}"
         );
     }
-    assert_no_backends(cluster, &db);
+    cluster.assert_no_backends(&db.dbname);
     assert_still_serving(&proxy, &db);
 }
 
@@ -211,7 +194,7 @@ fn random_and_truncated_frames_after_login_never_hang_or_leak() {
         let _ = s.shutdown(std::net::Shutdown::Write);
         read_all(&mut s);
     }
-    assert_no_backends(cluster, &db);
+    cluster.assert_no_backends(&db.dbname);
     assert_still_serving(&proxy, &db);
 }
 
@@ -250,7 +233,7 @@ fn client_vanishing_mid_copy_or_mid_pipeline_leaks_nothing_and_is_still_timed() 
         s.write_all(&bye).unwrap();
         // Dropped without reading the answer.
     }
-    assert_no_backends(cluster, &db);
+    cluster.assert_no_backends(&db.dbname);
     assert_eq!(psql_query(&proxy.route(&db), "SELECT count(*) FROM c"), "0");
     // Both were still timed: pgshape ended the COPY with a CopyFail (the server's error is
     // query_canceled, as for any aborted COPY) and flushed the unsynced pipeline's results.
@@ -305,5 +288,5 @@ fn a_client_that_half_closes_still_gets_its_results() {
         .events
         .wait_for_matching("/*half*/", 1, Duration::from_secs(10));
     assert_eq!((events[0].rows, events[0].sqlstate.as_deref()), (1, None));
-    assert_no_backends(cluster, &db);
+    cluster.assert_no_backends(&db.dbname);
 }

@@ -16,12 +16,12 @@ fn large_results_and_copy_cross_tls_on_both_sides() {
     let conn = proxy.route(&db.user(AuthUser::Md5)).sslmode("require");
 
     let big = "SELECT /*big value*/ repeat('x', 10000000)";
-    let out = run(&conn, "", big);
+    let out = psql_c(&conn, "", big);
     out.assert_success();
     assert_eq!(out.stdout.trim_end().len(), 10_000_000);
     assert!(out.stdout.trim_end().bytes().all(|b| b == b'x'));
 
-    run(&conn, "", "CREATE TABLE bulk (n int, pad text)").assert_success();
+    psql_c(&conn, "", "CREATE TABLE bulk (n int, pad text)").assert_success();
     let mut data = String::new();
     for n in 0..200_000 {
         let _ = writeln!(data, "{n}\tpadding-padding-padding");
@@ -43,7 +43,7 @@ fn large_results_and_copy_cross_tls_on_both_sides() {
     out.assert_success();
     let check = "SELECT /*bulk check*/ count(*) || ' ' || sum(n) FROM bulk";
     assert_eq!(
-        run(&conn, "", check).stdout.trim_end(),
+        psql_c(&conn, "", check).stdout.trim_end(),
         "200000 19999900000"
     );
 
@@ -60,5 +60,5 @@ fn large_results_and_copy_cross_tls_on_both_sides() {
         .wait_for_matching("/*big value*/", 1, Duration::from_secs(10));
     assert_eq!(selected.len(), 1, "{selected:#?}");
     assert_eq!(selected[0].rows, 1);
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }

@@ -71,7 +71,7 @@ fn driver_over_tls_on_both_sides_gets_28000_then_works_without_channel_binding()
         assert!(row.get::<_, bool>(1), "the upstream link is TLS");
     });
     assert_one_event(&proxy, &conn, &upstream_ssl_sql("driver cb disable"));
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn driver_over_client_tls_with_a_plain_upstream_binds_nothing_and_works() {
         .map(|e| e.user.as_str())
         .collect();
     assert_eq!(users, ["scram_user", "md5_user"], "{events:#?}");
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -154,5 +154,5 @@ fn limit_refusal_and_shutdown_notice_reach_tls_clients() {
         assert_eq!(error.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{error:?}");
         assert!(client.is_closed());
     });
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::support::pgbin::PgBin;
-use super::support::{AuthUser, ConnParams, PgCluster, ProxyUnderTest};
+use super::support::{AuthUser, PgCluster, ProxyUnderTest};
 use super::*;
 use crate::driver::tls_driver_connect;
 
@@ -92,7 +92,7 @@ fn gss_and_ssl_requests_are_declined_then_startup_proceeds() {
     let mut conn = db.clone();
     conn.user = "pgshape".into();
     assert_one_event(&proxy, &conn, sql);
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn scram_plus_is_stripped_and_abandoned_logins_leave_no_backend() {
     assert_eq!(mechanisms, ["SCRAM-SHA-256"]);
     // The client gives up here (a password prompt closed): the backend must go too.
     drop(stream);
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 /// A TCP forwarder on `127.0.0.2`, an address the cluster's certificate does not name.
@@ -188,7 +188,7 @@ fn verify_full_checks_the_upstream_name_and_verify_ca_does_not() {
 
     let proxy = start("verify-full");
     let conn = proxy.route(&db.user(AuthUser::Scram));
-    let out = run(&conn, "", "SELECT /*wrong name*/ 1");
+    let out = psql_c(&conn, "", "SELECT /*wrong name*/ 1");
     assert!(!out.success());
     let expected = format!("TLS handshake with upstream {other_name} failed");
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
@@ -199,7 +199,7 @@ fn verify_full_checks_the_upstream_name_and_verify_ca_does_not() {
     let conn = proxy.route(&db.user(AuthUser::Scram));
     let sql = upstream_ssl_sql("verify-ca other name");
     assert_eq!(query_ok(&proxy, &conn, "", &sql), "scram_user|t");
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -215,7 +215,7 @@ fn unreachable_upstream_error_reaches_a_tls_client() {
         c.upstream = dead.to_string();
     });
     let conn = proxy.route(&db.user(AuthUser::Md5)).sslmode("require");
-    let out = run(&conn, "", "SELECT 1");
+    let out = psql_c(&conn, "", "SELECT 1");
     assert!(!out.success());
     let expected = format!("FATAL:  pgshape: could not connect to upstream {dead}");
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
@@ -242,7 +242,7 @@ fn psql_ctrl_c_cancels_with_tls_on_both_sides() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start psql");
-    wait_until_running(cluster, &db, "/*tls ctrl-c*/");
+    cluster.wait_until_running(&db.dbname, "/*tls ctrl-c*/");
     let interrupted = Instant::now();
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -266,7 +266,7 @@ fn psql_ctrl_c_cancels_with_tls_on_both_sides() {
     );
     assert!(took < Duration::from_secs(1), "cancel took {took:?}");
     assert_eq!(proxy.proxy().metrics().cancel_requests.get(), 1);
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 /// tokio-postgres with TLS sends its CancelRequest after an SSLRequest, inside TLS.
@@ -298,7 +298,7 @@ fn driver_cancel_inside_tls() {
         });
         let admin = cluster.conn(&dbname, AuthUser::Trust);
         tokio::task::spawn_blocking(move || {
-            wait_until_running(cluster, &admin, "/*tls driver cancel*/")
+            cluster.wait_until_running(&admin.dbname, "/*tls driver cancel*/")
         })
         .await
         .expect("join");
@@ -315,19 +315,5 @@ fn driver_cancel_inside_tls() {
         assert!(started.elapsed() < Duration::from_secs(1));
     });
     assert_eq!(proxy.proxy().metrics().cancel_requests.get(), 1);
-    assert_no_backends(cluster, &db.dbname);
-}
-
-/// Waits until a statement containing `marker` runs on the server.
-fn wait_until_running(cluster: &PgCluster, db: &ConnParams, marker: &str) {
-    let admin = cluster.conn(&db.dbname, AuthUser::Trust);
-    let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-         AND pid <> pg_backend_pid() AND query LIKE '%{marker}%'"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while super::support::psql_query(&admin, &sql) != "1" {
-        assert!(Instant::now() < deadline, "{marker} never started running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cluster.assert_no_backends(&db.dbname);
 }

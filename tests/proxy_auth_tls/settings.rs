@@ -15,7 +15,7 @@ fn url_sslmode_wins_over_upstream_sslmode() {
     let conn = proxy.route(&db.user(AuthUser::Scram));
     let sql = upstream_ssl_sql("url disable wins");
     assert_eq!(query_ok(&proxy, &conn, "", &sql), "scram_user|f");
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]
@@ -27,12 +27,12 @@ fn verify_full_without_a_root_certificate_uses_the_system_roots() {
         c.upstream_sslmode = Some("verify-full".into());
     });
     let conn = proxy.route(&db.user(AuthUser::Scram));
-    let out = run(&conn, "", "SELECT 1");
+    let out = psql_c(&conn, "", "SELECT 1");
     assert!(!out.success());
     let expected = format!("TLS handshake with upstream {} failed", cluster.addr());
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
     assert!(out.stderr.contains("UnknownIssuer"), "{}", out.stderr);
-    assert_no_backends(cluster, &db.dbname);
+    cluster.assert_no_backends(&db.dbname);
 }
 
 #[test]

@@ -35,7 +35,7 @@ async fn graceful_shutdown_lets_the_running_statement_finish() {
         (result, client)
     });
     let dbname = db.dbname.clone();
-    blocking(move || wait_until_running(cluster, &dbname, "/*graceful*/")).await;
+    blocking(move || cluster.wait_until_running(&dbname, "/*graceful*/")).await;
 
     let events = proxy.events.clone();
     let shutdown = shutdown_in_background(proxy);
@@ -67,7 +67,7 @@ async fn graceful_shutdown_lets_the_running_statement_finish() {
     assert_eq!(recorded[0].sqlstate, None);
     assert_eq!(recorded[0].rows, 1);
     let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
+    blocking(move || cluster.assert_no_backends(&dbname)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +94,7 @@ async fn shutdown_closes_idle_sessions_promptly() {
     }
     assert!(idle.simple_query("SELECT 1").await.is_err());
     let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
+    blocking(move || cluster.assert_no_backends(&dbname)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +111,7 @@ async fn shutdown_grace_period_bounds_a_long_statement_and_cancels_it() {
             .map(|_| ())
     });
     let dbname = db.dbname.clone();
-    blocking(move || wait_until_running(cluster, &dbname, "/*too long*/")).await;
+    blocking(move || cluster.wait_until_running(&dbname, "/*too long*/")).await;
 
     let (took, _proxy) = shutdown_in_background(proxy).await.expect("join");
     eprintln!("timing shutdown_grace_period_bounds_a_long_statement: {took:?}");
@@ -132,7 +132,7 @@ async fn shutdown_grace_period_bounds_a_long_statement_and_cancels_it() {
     let _ = task.await;
     // pgshape cancelled the statement, so the backend is gone long before pg_sleep(30) ends.
     let dbname = db.dbname.clone();
-    blocking(move || assert_no_backends(cluster, &dbname)).await;
+    blocking(move || cluster.assert_no_backends(&dbname)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,7 @@ fn unreachable_upstream_is_reported_with_08006_naming_it() {
     });
     let conn = proxy.route(&db.user(AuthUser::Scram));
     let started = Instant::now();
-    let out = run(&conn, "", "SELECT 1");
+    let out = psql_c(&conn, "", "SELECT 1");
     assert!(!out.success());
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -119,7 +119,7 @@ fn silent_upstream_is_given_up_after_the_connect_timeout() {
     });
     let conn = proxy.route(&db.user(AuthUser::Scram));
     let started = Instant::now();
-    let out = run(&conn, "connect_timeout=20", "SELECT 1");
+    let out = psql_c(&conn, "connect_timeout=20", "SELECT 1");
     let elapsed = started.elapsed();
     eprintln!("timing silent_upstream_is_given_up_after_the_connect_timeout: {elapsed:?}");
     assert!(!out.success());
@@ -157,7 +157,7 @@ fn silent_upstream_is_given_up_during_ssl_negotiation() {
     });
     let conn = proxy.route(&db.user(AuthUser::Scram));
     let started = Instant::now();
-    let out = run(&conn, "connect_timeout=20", "SELECT 1");
+    let out = psql_c(&conn, "connect_timeout=20", "SELECT 1");
     let elapsed = started.elapsed();
     eprintln!("timing silent_upstream_is_given_up_during_ssl_negotiation: {elapsed:?}");
     assert!(!out.success());
@@ -200,7 +200,7 @@ async fn blackholed_upstream_times_out_within_the_connect_timeout() {
     });
     let conn = proxy.route(&db.user(AuthUser::Md5));
     let started = Instant::now();
-    let out = blocking(move || run(&conn, "", "SELECT 1")).await;
+    let out = blocking(move || psql_c(&conn, "", "SELECT 1")).await;
     let elapsed = started.elapsed();
     eprintln!("timing blackholed_upstream_times_out_within_the_connect_timeout: {elapsed:?}");
     assert!(!out.success());

@@ -432,3 +432,14 @@ pub fn pgbench(conn: &ConnParams, args: &[&str]) -> CmdOutput {
     cmd.args(args);
     run_with_timeout(cmd, None, DEFAULT_TIMEOUT)
 }
+
+/// `psql -Atq -v ON_ERROR_STOP=1 -c sql` with extra libpq settings (`sslmode=require ...`)
+/// appended to the connection string.
+pub fn psql_c(conn: &ConnParams, extra: &str, sql: &str) -> CmdOutput {
+    let dsn = format!("{} {extra}", conn.dsn());
+    psql(
+        conn,
+        &["-Atq", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", sql],
+        None,
+    )
+}

@@ -283,6 +283,43 @@ impl PgCluster {
         .expect("count(*) is a number")
     }
 
+    /// Waits (up to 5 s) for the server to drop every backend of `dbname`: whatever happened to
+    /// a client, pgshape must not leave its upstream connection open.
+    #[track_caller]
+    pub fn assert_no_backends(&self, dbname: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = self.backends_in(dbname);
+            if n == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} backends still open in {dbname}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to 10 s) until a statement containing `marker` runs in `dbname`, so a test
+    /// acts while it is really in flight rather than after a guessed sleep.
+    #[track_caller]
+    pub fn wait_until_running(&self, dbname: &str, marker: &str) {
+        let admin = self.conn(dbname, AuthUser::Trust);
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND pid <> pg_backend_pid() AND query LIKE '%{marker}%'"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while psql_query(&admin, &sql) != "1" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{marker} never started running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Stops the server now (`-m immediate`: nothing here is worth a checkpoint).
     pub fn stop(&self) {
         let mut cmd = server_command(&PgBin::get().tool("pg_ctl"));

@@ -25,7 +25,7 @@ pub mod raw;
 pub mod tls;
 pub mod util;
 
-pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_query};
+pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_c, psql_query};
 pub use cluster::PgCluster;
 pub use proxy::{EventLog, ProxyUnderTest, RecordedEvent, app_config};
 pub use util::{HttpResponse, Rng, feed, http, http_request, python};
