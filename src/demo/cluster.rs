@@ -1,12 +1,14 @@
 //! A throw-away PostgreSQL for the demo: `initdb` into a temp dir, `pg_ctl start` on a free
 //! port with its socket in that dir, stopped and removed on drop.
 //!
-//! PostgreSQL refuses to run as root, so when pgshape runs as root the server tools run as the
-//! `postgres` system user (`runuser -u postgres --`) and the directory is handed to that user.
+//! As root, the server tools run as the `postgres` system user (see [`super::pgbin`]) and the
+//! directory is handed to that user.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use super::pgbin::{POSTGRES_OS_USER, find_bindir, running_as_root, server_command};
 
 /// Why the demo server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -27,44 +29,7 @@ pub struct Cluster {
     bindir: PathBuf,
     dir: PathBuf,
     port: u16,
-    as_postgres: bool,
     version: String,
-}
-
-fn find_bindir() -> Option<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            if has_tools(&dir) {
-                return Some(dir);
-            }
-        }
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if has_tools(&dir) {
-            return Some(dir);
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let major = e.file_name().to_str()?.parse().ok()?;
-            Some((major, e.path().join("bin")))
-        })
-        .filter(|(_, dir)| has_tools(dir))
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, dir)| dir)
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 fn free_port() -> Result<u16, ClusterError> {
@@ -78,21 +43,19 @@ impl Cluster {
     /// Missing binaries, or initdb/pg_ctl failing (their output is included).
     pub fn start(user: &str) -> Result<Cluster, ClusterError> {
         let bindir = find_bindir().ok_or(ClusterError::NotInstalled)?;
-        let as_postgres = running_as_root();
         let dir = std::env::temp_dir().join(format!("pgshape-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut cluster = Cluster {
             bindir,
             dir,
             port: free_port()?,
-            as_postgres,
             version: String::new(),
         };
-        if as_postgres {
+        if running_as_root() {
             cluster.run(
                 "chown",
                 Command::new("chown")
-                    .args(["-R", "postgres"])
+                    .args(["-R", POSTGRES_OS_USER])
                     .arg(&cluster.dir),
             )?;
         }
@@ -122,14 +85,7 @@ impl Cluster {
     }
 
     fn tool(&self, name: &str) -> Command {
-        let program = self.bindir.join(name);
-        if self.as_postgres {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(program);
-            cmd
-        } else {
-            Command::new(program)
-        }
+        server_command(&self.bindir.join(name))
     }
 
     fn run(&self, step: &'static str, cmd: &mut Command) -> Result<(), ClusterError> {

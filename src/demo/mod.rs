@@ -7,6 +7,7 @@
 //! and the per-shape statistics the SRE reads. Everything stays up for exploring until Ctrl-C.
 
 mod cluster;
+pub mod pgbin;
 
 use std::io::Write;
 use std::time::{Duration, Instant};

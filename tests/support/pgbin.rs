@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The system user that owns the throw-away clusters when the tests run as root.
-pub const POSTGRES_OS_USER: &str = "postgres";
+pub use pgshape::demo::pgbin::POSTGRES_OS_USER;
 
 /// A PostgreSQL installation's `bin` directory.
 #[derive(Debug, Clone)]
@@ -18,42 +17,16 @@ pub struct PgBin {
 }
 
 impl PgBin {
-    /// The installation to use, looked up once per test binary.
-    ///
-    /// Order: `$PGSHAPE_PG_BINDIR`, the first `PATH` entry holding `initdb` and `pg_ctl`,
-    /// `pg_config --bindir`, then the highest `/usr/lib/postgresql/<version>/bin` (where Debian's
-    /// `postgresql` package puts them, off `PATH`).
+    /// The installation to use, looked up once per test binary, where the demo looks too
+    /// ([`pgshape::demo::pgbin::find_bindir`]).
     pub fn get() -> &'static PgBin {
         static BIN: OnceLock<PgBin> = OnceLock::new();
         BIN.get_or_init(PgBin::find)
     }
 
     fn find() -> PgBin {
-        let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        if let Some(dir) = std::env::var_os("PGSHAPE_PG_BINDIR") {
-            candidates.push(PathBuf::from(dir));
-        }
-        if let Some(path) = std::env::var_os("PATH") {
-            candidates.extend(std::env::split_paths(&path));
-        }
-        if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
-            && out.status.success()
-        {
-            candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-        }
-        candidates.extend(debian_bindirs());
-        match candidates.into_iter().find(|dir| has_server(dir)) {
-            Some(dir) => PgBin {
-                // /usr/local/bin/initdb may be a symlink into /usr/lib/postgresql/N/bin; the
-                // canonical directory also holds `postgres`, psql and pgbench of the same version.
-                bindir: dir
-                    .join("initdb")
-                    .canonicalize()
-                    .ok()
-                    .and_then(|p| p.parent().map(Path::to_path_buf))
-                    .unwrap_or(dir),
-            },
+        match pgshape::demo::pgbin::find_bindir() {
+            Some(bindir) => PgBin { bindir },
             None => panic!(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH, via `pg_config \
                  --bindir`, or in /usr/lib/postgresql/*/bin. The integration tests need a real \
@@ -89,46 +62,7 @@ impl PgBin {
     }
 }
 
-/// `/usr/lib/postgresql/<major>/bin`, highest major first.
-fn debian_bindirs() -> Vec<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    found.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
-    found.into_iter().map(|(_, dir)| dir).collect()
-}
-
-/// Whether this process runs as root. `initdb` and `postgres` refuse to run as root, so then
-/// the harness runs them as [`POSTGRES_OS_USER`] through `runuser`. Asked of `id -u` because the
-/// crate forbids `unsafe` and has no libc binding.
-pub fn running_as_root() -> bool {
-    static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| {
-        Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-            .unwrap_or(false)
-    })
-}
-
-/// A command for a server program (`initdb`, `pg_ctl`): run directly, or as root through
-/// `runuser -u postgres --` since PostgreSQL refuses to run its server as root.
-pub fn server_command(program: &Path) -> Command {
-    if running_as_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", POSTGRES_OS_USER, "--"]).arg(program);
-        cmd
-    } else {
-        Command::new(program)
-    }
-}
+pub use pgshape::demo::pgbin::{running_as_root, server_command};
 
 /// Hands a directory tree to the postgres system user (only when running as root).
 pub fn chown_to_postgres(path: &Path) {
