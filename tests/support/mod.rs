@@ -3,6 +3,7 @@
 //! - [`cluster`]: a throw-away PostgreSQL (`initdb`/`pg_ctl` in a temp dir, free port, one role
 //!   per authentication method), shared per test binary, with a fresh database per test, and
 //!   always stopped (see the cleanup notes there).
+//! - [`battery`]: running a client battery direct and through pgshape, checking its events.
 //! - [`client`]: connection parameters for those roles and runners for `psql` and `pgbench`.
 //! - [`proxy`]: pgshape started in-process in front of a cluster, recording every statement
 //!   event ([`EventLog`]) so tests assert exactly what the proxy reported.
@@ -16,6 +17,7 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod battery;
 pub mod client;
 pub mod cluster;
 pub mod pgbin;
