@@ -43,6 +43,11 @@ pub struct Config {
     pub max_frame_size: usize,
     /// Most client connections served at once; more are refused with SQLSTATE 53300.
     pub max_client_connections: usize,
+    /// Most client connections per database at once (0 = no limit); more are refused with
+    /// 53300, as pgbouncer's `max_db_connections` protects the server's own limit.
+    pub max_connections_per_database: usize,
+    /// Most client connections per user at once (0 = no limit).
+    pub max_connections_per_user: usize,
     /// How long to wait for the upstream TCP (and TLS) connect before telling the client.
     pub connect_timeout_ms: u64,
     /// On shutdown, how long running sessions may continue before they are closed.
@@ -80,6 +85,8 @@ impl Default for Config {
             workers: 0,
             max_frame_size: 1 << 30,
             max_client_connections: 10_000,
+            max_connections_per_database: 0,
+            max_connections_per_user: 0,
             connect_timeout_ms: 5_000,
             shutdown_grace_ms: 30_000,
             cancel_on_client_disconnect: false,

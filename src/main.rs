@@ -101,6 +101,12 @@ struct ServeArgs {
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "PGSHAPE_MAX_CLIENT_CONNECTIONS")]
     max_client_connections: Option<usize>,
+    /// Most client connections per database at once; 0 = no limit [default: 0].
+    #[arg(long, env = "PGSHAPE_MAX_CONNECTIONS_PER_DATABASE")]
+    max_connections_per_database: Option<usize>,
+    /// Most client connections per user at once; 0 = no limit [default: 0].
+    #[arg(long, env = "PGSHAPE_MAX_CONNECTIONS_PER_USER")]
+    max_connections_per_user: Option<usize>,
     /// Upstream connect timeout in milliseconds [default: 5000].
     #[arg(long, env = "PGSHAPE_CONNECT_TIMEOUT_MS")]
     connect_timeout_ms: Option<u64>,
@@ -162,6 +168,8 @@ impl ServeArgs {
             workers,
             max_frame_size,
             max_client_connections,
+            max_connections_per_database,
+            max_connections_per_user,
             connect_timeout_ms,
             shutdown_grace_ms,
             cancel_on_client_disconnect,

@@ -133,6 +133,71 @@ async fn max_client_connections_refuses_the_next_client_with_53300() {
     blocking(move || cluster.assert_no_backends(&dbname)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_database_and_per_user_limits_refuse_with_53300_naming_what_is_full() {
+    let cluster = PgCluster::shared();
+    let (shop, reports) = (cluster.fresh_database(), cluster.fresh_database());
+    let proxy = ProxyUnderTest::start_with(cluster, |c| {
+        c.max_connections_per_database = 2;
+        c.max_connections_per_user = 3;
+    });
+    let md5 = |db: &ConnParams| proxy.route(&db.user(AuthUser::Md5));
+    let (a, _ta) = connect(&md5(&shop)).await;
+    let (b, _tb) = connect(&md5(&shop)).await;
+    // The third on the same database is refused, like PostgreSQL's own per-database limit.
+    let error = connect_error(&md5(&shop)).await;
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::TOO_MANY_CONNECTIONS),
+        "{error}"
+    );
+    let text = |e: &tokio_postgres::Error| {
+        let db = e.as_db_error().expect("a server-style error");
+        format!("{} ({})", db.message(), db.hint().unwrap_or_default())
+    };
+    assert_eq!(
+        text(&error),
+        format!(
+            "too many connections for database \"{}\" (pgshape's max_connections_per_database is reached)",
+            shop.dbname
+        )
+    );
+    // Another database still has room; the user reaches its own limit of 3 there.
+    let (c, _tc) = connect(&md5(&reports)).await;
+    let error = connect_error(&md5(&reports)).await;
+    assert_eq!(
+        text(&error),
+        "too many connections for role \"md5_user\" (pgshape's max_connections_per_user is reached)"
+    );
+    // Another user on that database is admitted.
+    let (d, _td) = connect(&proxy.route(&reports.user(AuthUser::Scram))).await;
+    assert_eq!(proxy.proxy().metrics().client_connections_refused.get(), 2);
+    for client in [&a, &b, &c, &d] {
+        client.simple_query("SELECT 1").await.expect("admitted");
+    }
+    // A session that ends gives its place back.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match md5(&shop).tokio_config().connect(NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .expect("admitted again");
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no place freed after a session ended: {e}"),
+        }
+    }
+    drop((b, c, d));
+}
+
 // ---------------------------------------------------------------- cancel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 mod frames;
 pub mod intercept;
+pub mod limits;
 pub mod metrics;
 pub mod pump;
 mod session;
@@ -132,6 +133,7 @@ impl ProxyBuilder {
         let workers = config.worker_count();
         let limit = Arc::new(Semaphore::new(config.max_client_connections));
         let shared = Arc::new(Shared {
+            connections: Arc::default(),
             upstream,
             tls,
             observers,

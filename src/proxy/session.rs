@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::frames::{ClientFrames, Phase, ServerFrames, SessionState};
+use super::limits::ConnectionCounts;
 use super::metrics::ProxyMetrics;
 use super::pump::{self, PumpEnd, PumpError, ReadReady, Side};
 use super::startup::{Opening, fatal_for, forward_cancel, open};
@@ -34,6 +35,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// What every session of a proxy shares.
 pub(crate) struct Shared {
     pub config: Config,
+    /// Live sessions per database and user, for the per-database/per-user limits.
+    pub connections: Arc<ConnectionCounts>,
     pub upstream: Upstream,
     pub tls: Option<TlsAcceptor>,
     pub observers: Observers,
@@ -112,6 +115,29 @@ async fn run(
         application_name: text("application_name").unwrap_or_default(),
         user,
         client_addr: Some(peer),
+    };
+    // Held for the whole session: counts down when the session ends, however it ends.
+    let _counted = match shared.connections.admit(
+        &info.database,
+        &info.user,
+        shared.config.max_connections_per_database,
+        shared.config.max_connections_per_user,
+    ) {
+        Ok(counted) => counted,
+        Err(limit) => {
+            shared.metrics.client_connections_refused.inc();
+            tracing::warn!(%peer, %limit, "client refused");
+            let hint = format!("pgshape's {} is reached", limit.setting());
+            let _ = client
+                .write_all_flush(&encode::error_response(
+                    "FATAL",
+                    "53300",
+                    &limit.to_string(),
+                    Some(&hint),
+                ))
+                .await;
+            return Ok(());
+        }
     };
     let mut server = match shared
         .upstream
