@@ -49,6 +49,7 @@ pub enum AppError {
 /// A running pgshape.
 pub struct App {
     proxy: Proxy,
+    probe: Arc<UpstreamProbe>,
     admin_addr: Option<SocketAddr>,
     background: Background,
     stats: Option<Arc<Stats>>,
@@ -129,7 +130,7 @@ impl App {
                 rules_of: Some(Arc::new(move |fp| rules_of.rules_for_fingerprint(fp))),
             })
             .merge(crate::rules::api::router(rules.clone()))
-            .merge(admin::ready::router(probe))
+            .merge(admin::ready::router(probe.clone()))
             // The documented short form of /api/rules/reload.
             .route(
                 "/api/reload",
@@ -161,6 +162,7 @@ impl App {
             .start()?;
         Ok(App {
             proxy,
+            probe,
             admin_addr,
             background,
             stats,
@@ -203,6 +205,8 @@ impl App {
 
     /// Graceful stop: the proxy drains (see [`Proxy::shutdown`]), then the admin server stops.
     pub fn shutdown(self) {
+        // /readyz turns 503 first, while running statements may still finish.
+        self.probe.drain();
         self.proxy.shutdown();
         let _ = self.background.stop.send(());
         let _ = self.background.thread.join();

@@ -484,7 +484,30 @@ fn readyz_answers_whether_the_upstream_accepts_connections() {
     assert_eq!(body["ready"], true);
     assert_eq!(body["upstream"], cluster.addr().to_string());
     assert!(body["connect_ms"].as_f64().unwrap() >= 0.0);
-    up.shutdown();
+
+    // Once shutdown begins, not ready, while the running statement may still finish.
+    let db = cluster.fresh_database();
+    let conn = db.via(up.proxy_addr());
+    let running = std::thread::spawn(move || psql_c(&conn, "", "SELECT /*draining*/ pg_sleep(2)"));
+    cluster.wait_until_running(&db.dbname, "/*draining*/");
+    let admin = up.admin_addr().unwrap();
+    let stopping = std::thread::spawn(move || up.shutdown());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let draining = loop {
+        let r = support::http_request(admin, "GET", "/readyz", &[]);
+        if r.status == 503 {
+            break r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready during shutdown: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(draining.contains("shutting down"), "{draining}");
+    running.join().unwrap().assert_success();
+    stopping.join().unwrap();
 
     // Nothing listens on the port of a listener that was just closed.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")

@@ -295,6 +295,8 @@ pub struct UpstreamProbe {
     upstream: Upstream,
     timeout: Duration,
     last: tokio::sync::Mutex<Option<(tokio::time::Instant, Probe)>>,
+    /// Set when shutdown begins: no longer ready, whatever the upstream says.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// One readiness answer.
@@ -316,11 +318,26 @@ impl UpstreamProbe {
             upstream,
             timeout,
             last: tokio::sync::Mutex::new(None),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// From now on, answers "shutting down": load balancers stop sending new clients while
+    /// running statements finish.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Connects (or reuses an answer younger than a second).
     pub async fn check(&self) -> Probe {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return Probe {
+                upstream: self.upstream.target(),
+                connect_ms: None,
+                error: Some("pgshape is shutting down".into()),
+            };
+        }
         let mut last = self.last.lock().await;
         if let Some((at, probe)) = &*last
             && at.elapsed() < PROBE_REUSE
