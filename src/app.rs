@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::event::{Observers, StatementGate, StatementObserver};
-use crate::proxy::upstream::{Upstream, UpstreamProbe};
+use crate::proxy::upstream::UpstreamProbe;
 use crate::proxy::{Proxy, ProxyError, ProxyMetrics};
 use crate::rules::catalog::CatalogError;
 use crate::rules::{CatalogOracle, RuleEngine, RuleLoadError, RuleMetrics};
@@ -117,14 +117,34 @@ impl App {
             .map(|l| l.local_addr())
             .transpose()
             .map_err(AppError::Background)?;
+        let token = config.admin_token.as_ref().map(|t| t.expose().to_owned());
+        if let Some(addr) = admin_addr
+            && !addr.ip().is_loopback()
+            && token.is_none()
+        {
+            tracing::warn!(
+                %addr,
+                "admin API on a non-loopback address without admin_token: whoever reaches it \
+                 can reset the statistics and reload the rules"
+            );
+        }
+        let connect_timeout = config.connect_timeout();
+
+        let gate: Arc<dyn StatementGate> = Arc::new(rules.clone());
+        let proxy = Proxy::builder(config)
+            .observers(observers)
+            .gate(gate)
+            .metrics(metrics)
+            .start()?;
+        // /readyz connects the way sessions do, with the proxy's own upstream settings.
         let probe = Arc::new(UpstreamProbe::new(
-            Upstream::from_config(&config).map_err(ProxyError::from)?,
-            config.connect_timeout(),
+            proxy.upstream().clone(),
+            connect_timeout,
         ));
         let router = admin_listener.is_some().then(|| {
             let reload_engine = rules.clone();
             let rules_of = rules.clone();
-            admin::router(AdminState {
+            let router = admin::router(AdminState {
                 stats: stats.clone(),
                 registry: registry.clone(),
                 rules_of: Some(Arc::new(move |fp| rules_of.rules_for_fingerprint(fp))),
@@ -138,28 +158,16 @@ impl App {
                     let engine = reload_engine.clone();
                     async move { reload_response(&engine) }
                 }),
-            )
-        });
-        let token = config.admin_token.as_ref().map(|t| t.expose().to_owned());
-        let router = router.map(|r| admin::protect_writes(r, token));
-        if let Some(addr) = admin_addr
-            && !addr.ip().is_loopback()
-            && config.admin_token.is_none()
-        {
-            tracing::warn!(
-                %addr,
-                "admin API on a non-loopback address without admin_token: whoever reaches it \
-                 can reset the statistics and reload the rules"
             );
-        }
-        let background = start_background(admin_listener.zip(router), catalog)?;
-
-        let gate: Arc<dyn StatementGate> = Arc::new(rules.clone());
-        let proxy = Proxy::builder(config)
-            .observers(observers)
-            .gate(gate)
-            .metrics(metrics)
-            .start()?;
+            admin::protect_writes(router, token)
+        });
+        let background = match start_background(admin_listener.zip(router), catalog) {
+            Ok(background) => background,
+            Err(error) => {
+                proxy.shutdown();
+                return Err(error);
+            }
+        };
         Ok(App {
             proxy,
             probe,

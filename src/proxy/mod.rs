@@ -64,6 +64,7 @@ type Handoff = (
 /// process exits.
 pub struct Proxy {
     local_addr: SocketAddr,
+    upstream: upstream::Upstream,
     metrics: ProxyMetrics,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
@@ -166,6 +167,7 @@ impl ProxyBuilder {
         tracing::info!(listen = %local_addr, workers, "pgshape listening");
         Ok(Proxy {
             local_addr,
+            upstream: shared.upstream.clone(),
             metrics,
             shutdown,
             threads,
@@ -196,6 +198,11 @@ impl Proxy {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where sessions connect to, as resolved from the config.
+    pub fn upstream(&self) -> &upstream::Upstream {
+        &self.upstream
     }
 
     pub fn metrics(&self) -> &ProxyMetrics {
