@@ -52,29 +52,32 @@ impl Exemplar {
     }
 }
 
-/// Exemplars by series: (family name, index of the metric in that family).
+/// Exemplars by series: family name, then index of the metric in that family.
 #[derive(Debug, Default)]
-pub struct Exemplars(HashMap<(String, usize), Exemplar>);
+pub struct Exemplars(HashMap<String, HashMap<usize, Exemplar>>);
 
 impl Exemplars {
     /// Attaches `exemplar` to the `index`-th metric of family `family`.
     pub fn insert(&mut self, family: &str, index: usize, exemplar: Exemplar) {
-        self.0.insert((family.to_owned(), index), exemplar);
+        self.0
+            .entry(family.to_owned())
+            .or_default()
+            .insert(index, exemplar);
     }
 
     /// The exemplar of the `index`-th metric of `family`, if any.
     pub fn get(&self, family: &str, index: usize) -> Option<&Exemplar> {
-        self.0.get(&(family.to_owned(), index))
+        self.0.get(family)?.get(&index)
     }
 
     /// How many series have one.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.values().map(HashMap::len).sum()
     }
 
     /// True when no series has one.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
