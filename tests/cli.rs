@@ -105,6 +105,11 @@ fn demo_catches_the_incident_shape_and_cleans_up() {
         text.contains("0 rule warnings, same 25 orders: yes"),
         "{text}"
     );
+    // The SRE view links the slow shape to its endpoint and to the trace of its slowest run.
+    assert!(
+        text.contains("sent by route order/api/v1/panel/orders/, slowest trace 7d1e"),
+        "{text}"
+    );
     let dir = text
         .split("(data in ")
         .nth(1)

@@ -206,13 +206,27 @@ pub fn start(opts: &DemoOptions, out: &mut dyn Write) -> Result<Demo, DemoError>
                 row.total_ms,
                 rules.join(",")
             )?;
+            if let (Some(route), Some(trace), Some(ms)) = (
+                row.routes.iter().find(|r| r.tag == "route"),
+                row.traceparent
+                    .as_deref()
+                    .and_then(crate::stats::trace_ids)
+                    .map(|(trace, _)| trace),
+                row.traceparent_ms,
+            ) {
+                writeln!(
+                    out,
+                    "   {:<16}  sent by route {}, slowest trace {trace} ({ms:.1} ms)",
+                    "", route.value
+                )?;
+            }
         }
     }
     writeln!(
         out,
-        "\nExplore while it runs:\n  psql \"{via}\"\n  curl -s http://{}/api/queries | head\n  curl -s http://{}/metrics | grep pgshape_query\n",
-        admin.map_or_else(|| "-".into(), |a| a.to_string()),
-        admin.map_or_else(|| "-".into(), |a| a.to_string()),
+        "\nExplore while it runs:\n  psql \"{via}\"\n  curl -s http://{admin}/api/queries | head\n  curl -s http://{admin}/metrics | grep pgshape_query\n  \
+         curl -s -H 'Accept: application/openmetrics-text' http://{admin}/metrics | grep ' # {{'   (trace exemplars)\n",
+        admin = admin.map_or_else(|| "-".into(), |a| a.to_string()),
     )?;
     Ok(Demo { app, cluster })
 }
@@ -296,17 +310,21 @@ async fn workload(via: &str, runs: usize) -> Result<Report, DemoError> {
 
     let mut incident_ms = Vec::new();
     let mut incident_rows = Vec::new();
-    for _ in 0..runs {
+    for run in 0..runs {
         let t = Instant::now();
-        incident_rows = client.query(INCIDENT, &params).await?;
+        incident_rows = client
+            .query(&with_sqlcommenter(INCIDENT, run), &params)
+            .await?;
         incident_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let incident_notices = notices.take();
     let mut fixed_ms = Vec::new();
     let mut fixed_rows = Vec::new();
-    for _ in 0..runs {
+    for run in 0..runs {
         let t = Instant::now();
-        fixed_rows = client.query(FIXED, &params).await?;
+        fixed_rows = client
+            .query(&with_sqlcommenter(FIXED, runs + run), &params)
+            .await?;
         fixed_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let ids =
@@ -318,6 +336,17 @@ async fn workload(via: &str, runs: usize) -> Result<Report, DemoError> {
         incident_notices,
         fixed_notices: notices.take().len(),
     })
+}
+
+/// The statement as Django's sqlcommenter middleware sends it with OpenTelemetry on: the
+/// endpoint and the request's trace appended (one trace per request).
+fn with_sqlcommenter(sql: &str, request: usize) -> String {
+    format!(
+        "{sql} /*controller='OrderViewSet',route='order/api/v1/panel/orders/',\
+         traceparent='00-{:032x}-{:016x}-01'*/",
+        0x7d1e_0000_0000_0000_0000_0000_0000_0000u128 + request as u128 + 1,
+        0x5a11_0000_0000_0000u64 + request as u64 + 1
+    )
 }
 
 fn median(values: &[f64]) -> f64 {
