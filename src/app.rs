@@ -72,6 +72,15 @@ impl App {
         let registry = Registry::new();
         let metrics = ProxyMetrics::new();
         metrics.register(&registry)?;
+        // Which version runs where, for a fleet: join on it or alert on a mix.
+        let build_info = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("pgshape_build_info", "The running pgshape (always 1)."),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
 
         let mut observers: Vec<Arc<dyn StatementObserver>> = Vec::new();
         let stats = config

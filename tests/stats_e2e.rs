@@ -624,6 +624,16 @@ async fn metrics_pass_promtool_and_series_stay_within_top_k() {
         "{info:#?}"
     );
 
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(
+                "pgshape_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
     for name in [
         "pgshape_client_connections_total",
         "pgshape_proxy_bytes_total{direction=\"client_to_server\"}",
