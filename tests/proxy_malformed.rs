@@ -290,3 +290,29 @@ fn a_client_that_half_closes_still_gets_its_results() {
     assert_eq!((events[0].rows, events[0].sqlstate.as_deref()), (1, None));
     cluster.assert_no_backends(&db.dbname);
 }
+
+#[test]
+fn a_client_that_vanishes_inside_a_copy_data_frame_leaves_no_backend() {
+    // The proxy streams CopyData as it arrives, so the server already has part of the frame
+    // when the client disappears: nothing may be sent after it (it would be read as the rest
+    // of the frame and the server would wait for more); the connection must just close.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    psql_query(&proxy.route(&db), "CREATE TABLE c(a int)");
+    {
+        let mut s = login(proxy.addr(), &db);
+        s.write_all(&encode::query("COPY c FROM STDIN /*torn*/"))
+            .unwrap();
+        let (tag, _) = read_message(&mut s).unwrap();
+        assert_eq!(tag, b'G', "CopyInResponse");
+        let mut data = vec![b'd'];
+        data.extend_from_slice(&(4u32 + 1000).to_be_bytes());
+        data.extend_from_slice(b"1\n2\n3\n");
+        s.write_all(&data).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // Dropped 993 bytes short of the frame's end.
+    }
+    cluster.assert_no_backends(&db.dbname);
+    assert_eq!(psql_query(&proxy.route(&db), "SELECT count(*) FROM c"), "0");
+}

@@ -30,6 +30,9 @@ pub(super) struct SessionState {
     pub(super) server_tls: bool,
     /// The BackendKeyData body (process id, secret key), to cancel a statement on shutdown.
     pub(super) cancel_key: Option<Vec<u8>>,
+    /// The server may hold part of a client frame (the client pump stopped mid-frame), so
+    /// pgshape must not send it anything of its own.
+    pub(super) client_mid_frame: bool,
 }
 
 /// The client side's view of frames: registers requests with the tracker before they are
@@ -87,6 +90,10 @@ impl FrameHandler for ClientFrames<'_> {
     fn on_batch(&mut self, bytes: usize, frames: u64) {
         self.metrics.bytes_client_to_server.inc_by(bytes as u64);
         self.metrics.frames_client_to_server.inc_by(frames);
+    }
+
+    fn at_boundary(&mut self, at: bool) {
+        self.state.borrow_mut().client_mid_frame = !at;
     }
 }
 

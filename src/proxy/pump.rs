@@ -131,6 +131,11 @@ pub trait FrameHandler {
     fn on_frame(&mut self, frame: &[u8], now: Instant) -> Result<Action, PumpError>;
     /// Called after each forwarded batch.
     fn on_batch(&mut self, bytes: usize, frames: u64);
+    /// Whether everything forwarded so far ends on a frame boundary: `false` before a batch is
+    /// written, then whether it ended mid-frame (a streamed frame continues). A pump dropped
+    /// mid-write leaves it `false`: the peer may hold part of a frame, so nothing else may be
+    /// sent to it.
+    fn at_boundary(&mut self, _at: bool) {}
 }
 
 /// Relays `reader` to `writer` until EOF, Terminate or an error. `buf` may already hold bytes
@@ -182,6 +187,7 @@ where
         }
         // Whatever is left after a batch is an incomplete frame: the next step is a read.
         need_read = true;
+        handler.at_boundary(false);
         let now = Instant::now();
         let mut pos = 0;
         let mut written = 0;
@@ -249,6 +255,7 @@ where
                 .map_err(write_err)?;
         }
         writer.flush().await.map_err(write_err)?;
+        handler.at_boundary(streaming_left == 0);
         handler.on_batch(pos, frames);
         buf.advance(pos);
         if let Some(end) = stop {

@@ -238,6 +238,7 @@ async fn relay(
         phase: Phase::Authenticating,
         server_tls: server.is_tls(),
         cancel_key: None,
+        client_mid_frame: false,
     });
     let max_frame = shared.config.max_frame_size;
     let mut client_frames = ClientFrames {
@@ -406,7 +407,10 @@ impl Pumps<'_> {
         };
         // After a Terminate behind running statements the server answers them, then closes.
         let terminated = matches!(left, Ok(PumpEnd::Terminated));
-        if !(busy && (vanished || terminated)) {
+        // A client that left inside a frame (it streams, e.g. CopyData) left the server holding
+        // part of it: anything more would be read as the rest, so just close.
+        let mid_frame = self.state.borrow().client_mid_frame;
+        if !(busy && (vanished || terminated)) || mid_frame {
             return Ended::Client(left);
         }
         if vanished {
