@@ -316,3 +316,65 @@ fn a_client_that_vanishes_inside_a_copy_data_frame_leaves_no_backend() {
     cluster.assert_no_backends(&db.dbname);
     assert_eq!(psql_query(&proxy.route(&db), "SELECT count(*) FROM c"), "0");
 }
+
+#[test]
+fn a_replication_client_that_vanishes_is_closed_not_waited_for() {
+    // Streaming replication (CopyBoth) never finishes by itself: when its client leaves, the
+    // session must close so the walsender ends, rather than wait for a statement end that
+    // never comes.
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let proxy = ProxyUnderTest::start(cluster);
+    let walsenders = || {
+        psql_query(
+            &cluster.conn("postgres", support::AuthUser::Trust),
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' \
+             AND application_name = 'pgshape-repl-test'",
+        )
+    };
+    {
+        let mut conn = support::raw::RawConn::connect(proxy.addr());
+        conn.send(&encode::startup(&[
+            ("user", &db.user),
+            ("database", &db.dbname),
+            ("replication", "true"),
+            ("application_name", "pgshape-repl-test"),
+        ]));
+        let login = conn.read_until(Duration::from_secs(10), |m| m.tag == b'Z' || m.tag == b'E');
+        assert_eq!(login.last().map(|m| m.tag), Some(b'Z'), "{login:?}");
+        conn.send(&encode::query("IDENTIFY_SYSTEM"));
+        let identify = conn.read_until(Duration::from_secs(10), |m| m.tag == b'Z' || m.tag == b'E');
+        let row = identify
+            .iter()
+            .find(|m| m.tag == b'D')
+            .unwrap_or_else(|| panic!("IDENTIFY_SYSTEM: {identify:?}"));
+        // DataRow: field count, then (length, bytes) per field; xlogpos is the third field.
+        let mut fields = Vec::new();
+        let mut at = 2;
+        for _ in 0..3 {
+            let len = i32::from_be_bytes(row.body[at..at + 4].try_into().unwrap()) as usize;
+            fields.push(String::from_utf8_lossy(&row.body[at + 4..at + 4 + len]).into_owned());
+            at += 4 + len;
+        }
+        conn.send(&encode::query(&format!(
+            "START_REPLICATION PHYSICAL {}",
+            fields[2]
+        )));
+        let started = conn.read_until(Duration::from_secs(10), |m| m.tag == b'W' || m.tag == b'E');
+        assert_eq!(
+            started.last().map(|m| m.tag),
+            Some(b'W'),
+            "CopyBothResponse: {started:?}"
+        );
+        assert_eq!(walsenders(), "1");
+        // Dropped here, in the middle of streaming.
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while walsenders() != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the walsender outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

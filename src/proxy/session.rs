@@ -110,6 +110,14 @@ async fn run(
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     let user = text("user").unwrap_or_default();
+    // Streaming replication (CopyBoth) never finishes on its own: such a session is closed,
+    // not waited for, when its client leaves.
+    let replication = text("replication").is_some_and(|v| {
+        !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "false" | "off" | "no" | "0"
+        )
+    });
     let info = SessionInfo {
         database: text("database").unwrap_or_else(|| user.clone()),
         application_name: text("application_name").unwrap_or_default(),
@@ -164,9 +172,8 @@ async fn run(
     let result = relay(
         &mut client,
         &mut server,
-        packet,
-        leftover,
-        info,
+        (packet, leftover),
+        (info, replication),
         shared,
         shutdown,
     )
@@ -184,9 +191,8 @@ enum Ended {
 async fn relay(
     client: &mut ClientStream,
     server: &mut ServerStream,
-    startup_packet: BytesMut,
-    leftover: BytesMut,
-    info: SessionInfo,
+    (startup_packet, leftover): (BytesMut, BytesMut),
+    (info, replication): (SessionInfo, bool),
     shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), PumpError> {
@@ -255,6 +261,7 @@ async fn relay(
         shared,
         max_frame,
         who: &who,
+        replication,
     };
     let ended = with_halves!(client, ClientStream, |client_read, client_write| {
         with_halves!(server, ServerStream, |server_read, server_write| {
@@ -332,6 +339,7 @@ struct Pumps<'a> {
     shared: &'a Shared,
     max_frame: usize,
     who: &'a Who,
+    replication: bool,
 }
 
 /// A session's identity in log lines: `client 10.0.0.7:51000 (web@shop)`.
@@ -410,7 +418,7 @@ impl Pumps<'_> {
         // A client that left inside a frame (it streams, e.g. CopyData) left the server holding
         // part of it: anything more would be read as the rest, so just close.
         let mid_frame = self.state.borrow().client_mid_frame;
-        if !(busy && (vanished || terminated)) || mid_frame {
+        if !(busy && (vanished || terminated)) || mid_frame || self.replication {
             return Ended::Client(left);
         }
         if vanished {

@@ -379,6 +379,13 @@ fn write_config(data: &Path, socket_dir: &Path, options: &PgClusterBuilder, ssl:
     for user in AuthUser::ALL {
         for net in ["127.0.0.1/32", "::1/128"] {
             let _ = writeln!(hba, "host all {} {net} {}", user.name(), user.hba_method());
+            // Streaming replication connections match only `replication` lines.
+            let _ = writeln!(
+                hba,
+                "host replication {} {net} {}",
+                user.name(),
+                user.hba_method()
+            );
         }
     }
     hba.push_str("host all all 127.0.0.1/32 reject\n");
