@@ -26,7 +26,41 @@ impl Drop for Serve {
     }
 }
 
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 impl Serve {
+    /// `pgshape serve` in front of `cluster` with the rules in `rules` (its log goes there too)
+    /// plus `args` and `env`; returns once `ready` is in the log.
+    fn start(
+        cluster: &PgCluster,
+        rules: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Serve {
+        let log = rules.join("pgshape.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
+            .arg("serve")
+            .args(["--upstream", &cluster.addr().to_string()])
+            .arg("--rules")
+            .arg(rules)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let serve = Serve { child, log };
+        serve.wait_log(ready);
+        serve
+    }
+
     fn hup(&self) {
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
@@ -76,32 +110,16 @@ async fn sighup_reloads_rules_without_dropping_connections() {
     );
     let rules = tempfile::tempdir().unwrap();
     write_rule(rules.path(), "observe");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = rules.path().join("pgshape.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
-        .args([
-            "serve",
-            "--admin",
-            "off",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--upstream", &cluster.addr().to_string()])
-        .arg("--rules")
-        .arg(rules.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let serve = Serve { child, log };
-    serve.wait_log("pgshape listening");
+    let listen = free_addr();
+    let serve = Serve::start(
+        cluster,
+        rules.path(),
+        &["--admin", "off", "--listen", &listen.to_string()],
+        &[],
+        "pgshape listening",
+    );
 
-    let via = db.via(format!("127.0.0.1:{port}").parse().unwrap());
+    let via = db.via(listen);
     let (client, mut connection) = via.tokio_config().connect(NoTls).await.unwrap();
     let notices = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = notices.clone();
@@ -147,29 +165,19 @@ fn http_reload_needs_the_admin_token_given_in_the_environment() {
     let cluster = PgCluster::shared();
     let rules = tempfile::tempdir().unwrap();
     write_rule(rules.path(), "observe");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (listen, admin) = (free(), free());
-    let log = rules.path().join("pgshape.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
-        .arg("serve")
-        .args(["--listen", &listen.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--upstream", &cluster.addr().to_string()])
-        .arg("--rules")
-        .arg(rules.path())
-        .env("PGSHAPE_ADMIN_TOKEN", "tok-7f3a")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let serve = Serve { child, log };
-    serve.wait_log("admin listener ready");
+    let (listen, admin) = (free_addr(), free_addr());
+    let serve = Serve::start(
+        cluster,
+        rules.path(),
+        &[
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ],
+        &[("PGSHAPE_ADMIN_TOKEN", "tok-7f3a")],
+        "admin listener ready",
+    );
 
     for (authorization, status) in [
         (None, 401),
