@@ -31,9 +31,17 @@ fn help_describes_serve_and_check() {
         "--rules",
         "--schema-dsn",
         "PGSHAPE_UPSTREAM",
+        "--admin-token",
+        "PGSHAPE_ADMIN_TOKEN",
+        "--cancel-on-client-disconnect",
+        "--max-connections-per-database",
+        "--max-connections-per-user",
     ] {
         assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
     }
+    let out = pgshape(&["check", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--pg-stat-statements"), "{text}");
 }
 
 #[test]
