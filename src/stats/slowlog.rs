@@ -94,6 +94,11 @@ impl StatementObserver for SlowLog {
             controller = tags.get("controller").unwrap_or(""),
             action = tags.get("action").unwrap_or(""),
             traceparent = tags.get("traceparent").unwrap_or(""),
+            // The bare trace id, what log-to-trace links (Loki derived fields) match on.
+            trace_id = tags
+                .get("traceparent")
+                .and_then(super::trace_ids)
+                .map_or("", |(trace, _)| trace),
             tags = %TagList(&tags),
             "slow statement"
         );

@@ -39,7 +39,8 @@ fn slow_log_lines(log_parameters: bool) -> Vec<serde_json::Value> {
     };
     let slow = SlowLog::new(Some(Duration::from_millis(100)), &cfg).expect("slow log on");
     tracing::subscriber::with_default(subscriber, || {
-        let sql = "SELECT * FROM users WHERE email = 'alice@example.com' /*route='%2Fusers'*/";
+        let sql = "SELECT * FROM users WHERE email = 'alice@example.com' \
+                   /*route='%2Fusers',traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'*/";
         f.run(&slow, 11, sql, 99_000, 1, None);
         f.run(&slow, 11, sql, 250_000, 3, Some(b"57014"));
     });
@@ -66,6 +67,7 @@ fn slow_log_hides_literals_and_carries_context() {
     assert_eq!(fields["client_addr"], "10.0.0.7:51000");
     assert_eq!(fields["sqlstate"], "57014");
     assert_eq!(fields["route"], "/users");
+    assert_eq!(fields["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     let query = fields["query"].as_str().unwrap_or("");
     assert!(
         query.starts_with("SELECT * FROM users WHERE email ="),
