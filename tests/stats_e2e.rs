@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use pgshape::app::App;
 use pgshape::config::Config;
 use serde_json::Value;
+use support::workload::{self, Rendered, Wire, render};
 use support::{ConnParams, PgCluster, Rng, http, psql, psql_query};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const SCHEMA: &str = "CREATE TABLE item(id int primary key, cat int not null, qty int not null, name text not null); \
      CREATE TABLE ord(id int primary key, item_id int not null, qty int not null); \
@@ -112,15 +113,6 @@ impl Drop for Running {
     }
 }
 
-/// How a statement goes over the wire.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Wire {
-    /// Query message, constants inlined (psycopg2, Django's default).
-    Simple,
-    /// Parse/Bind/Execute with `$n` (psycopg 3, asyncpg, JDBC).
-    Extended,
-}
-
 /// What one execution returned: rows (from the command tag) or a SQLSTATE.
 #[derive(Debug)]
 enum Outcome {
@@ -128,56 +120,8 @@ enum Outcome {
     Error(String),
 }
 
-/// Renders a template: `#` is an int constant, `@` an IN list of 1..=30 ints. Simple protocol
-/// inlines them; extended protocol numbers them `$1, $2, ...` (cast `::int` in the template
-/// where the server could not infer int4).
-fn render(template: &str, rng: &mut Rng, wire: Wire, lo: i32, hi: i32) -> (String, Vec<i32>) {
-    let mut sql = String::new();
-    let mut params = Vec::new();
-    let mut push = |sql: &mut String, v: i32| match wire {
-        Wire::Simple => sql.push_str(&v.to_string()),
-        Wire::Extended => {
-            params.push(v);
-            sql.push_str(&format!("${}", params.len()));
-        }
-    };
-    for c in template.chars() {
-        match c {
-            '#' => push(&mut sql, rng.range(lo, hi)),
-            '@' => {
-                let n = rng.range(1, 30);
-                for i in 0..n {
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    push(&mut sql, rng.range(lo, hi));
-                }
-            }
-            c => sql.push(c),
-        }
-    }
-    (sql, params)
-}
-
 async fn execute(client: &Client, sql: &str, params: &[i32], wire: Wire) -> Outcome {
-    let result = match wire {
-        Wire::Simple => client.simple_query(sql).await.map(|msgs| {
-            msgs.iter()
-                .filter_map(|m| match m {
-                    SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                    _ => None,
-                })
-                .sum()
-        }),
-        Wire::Extended => {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            client.execute(sql, &refs).await
-        }
-    };
-    match result {
+    match workload::execute(client, sql, params, wire).await {
         Ok(n) => Outcome::Rows(n),
         Err(e) => Outcome::Error(
             e.code()
@@ -281,7 +225,7 @@ async fn fifty_shapes_are_fifty_fingerprints_with_exact_calls_rows_and_errors() 
             } else {
                 (1, 300)
             };
-            let (sql, params) = render(template, &mut rng, wire, lo, hi);
+            let Rendered { sql, params, .. } = render(template, &mut rng, wire, lo, hi);
             let e = &mut expected[i];
             e.calls += 1;
             e.wires.push(wire);
@@ -555,7 +499,8 @@ async fn metrics_pass_promtool_and_series_stay_within_top_k() {
     let mut calls = 0;
     for (i, template) in SHAPES.iter().take(20).enumerate() {
         for round in 0..2 {
-            let (sql, params) = render(template, &mut rng, wire_for(i, round), 1, 300);
+            let Rendered { sql, params, .. } =
+                render(template, &mut rng, wire_for(i, round), 1, 300);
             execute(&client, &sql, &params, wire_for(i, round)).await;
             calls += 1;
         }

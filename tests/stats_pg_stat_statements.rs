@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use pgshape::app::App;
 use pgshape::config::Config;
 use serde_json::Value;
+use support::workload::{self, Rendered, Wire, render};
 use support::{PgCluster, Rng, psql_query};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const SCHEMA: &str = "CREATE EXTENSION pg_stat_statements; \
      CREATE TABLE item(id int primary key, cat int not null, qty int not null, name text not null); \
@@ -26,12 +27,6 @@ const SCHEMA: &str = "CREATE EXTENSION pg_stat_statements; \
      CREATE TABLE ev(id bigserial primary key, n int not null); \
      INSERT INTO item SELECT g, g % 10, g % 7, 'item' || g FROM generate_series(1, 300) g; \
      INSERT INTO ord SELECT g, 1 + g % 300, 1 + g % 5 FROM generate_series(1, 600) g";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Wire {
-    Simple,
-    Extended,
-}
 
 /// Where pgshape and `pg_stat_statements` (PostgreSQL 15–17 jumbling) group differently, on
 /// purpose.
@@ -225,62 +220,9 @@ const SHAPES: &[Shape] = &[
 /// Executions per shape.
 const EXECUTIONS: usize = 6;
 
-/// Renders a template; returns the SQL, its parameters and the lengths of its lists.
-fn render(
-    template: &str,
-    rng: &mut Rng,
-    wire: Wire,
-    (lo, hi): (i32, i32),
-) -> (String, Vec<i32>, Vec<usize>) {
-    let mut sql = String::new();
-    let mut params = Vec::new();
-    let mut lists = Vec::new();
-    let mut push = |sql: &mut String, v: i32| match wire {
-        Simple => sql.push_str(&v.to_string()),
-        Extended => {
-            params.push(v);
-            sql.push_str(&format!("${}", params.len()));
-        }
-    };
-    for c in template.chars() {
-        match c {
-            '#' => push(&mut sql, rng.range(lo, hi)),
-            '@' => {
-                let n = rng.range(1, 30) as usize;
-                lists.push(n);
-                for i in 0..n {
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    push(&mut sql, rng.range(lo, hi));
-                }
-            }
-            c => sql.push(c),
-        }
-    }
-    (sql, params, lists)
-}
-
 /// Runs one statement; `Some(rows)` on success.
 async fn execute(client: &Client, sql: &str, params: &[i32], wire: Wire) -> Option<u64> {
-    let result = match wire {
-        Simple => client.simple_query(sql).await.map(|msgs| {
-            msgs.iter()
-                .filter_map(|m| match m {
-                    SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                    _ => None,
-                })
-                .sum()
-        }),
-        Extended => {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            client.execute(sql, &refs).await
-        }
-    };
-    match result {
+    match workload::execute(client, sql, params, wire).await {
         Ok(n) => Some(n),
         Err(e) => {
             assert!(e.code().is_some(), "{sql}: {e}");
@@ -379,7 +321,8 @@ async fn grouping_agrees_with_pg_stat_statements_except_by_design() {
         let mut wires = BTreeSet::new();
         for i in 0..EXECUTIONS {
             let (template, wire) = shape.runs[i % shape.runs.len()];
-            let (sql, params, lists) = render(template, &mut rng, wire, shape.range);
+            let (lo, hi) = shape.range;
+            let Rendered { sql, params, lists } = render(template, &mut rng, wire, lo, hi);
             lengths.insert((template, lists));
             wires.insert(format!("{wire:?}"));
             if let Some(rows) = execute(&client, &sql, &params, wire).await {

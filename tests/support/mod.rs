@@ -10,6 +10,7 @@
 //! - [`prometheus`]: a real Prometheus scraping pgshape (exemplars, rule files).
 //! - [`raw`]: a byte-level client for malformed-input tests (frames, startup packets, replies).
 //! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
+//! - [`workload`]: statement templates with random constants, over the simple or extended wire.
 //! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
 //!
 //! Real servers only: when PostgreSQL is missing the harness panics with the install command
@@ -26,6 +27,7 @@ pub mod proxy;
 pub mod raw;
 pub mod tls;
 pub mod util;
+pub mod workload;
 
 pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_c, psql_query};
 pub use cluster::PgCluster;
