@@ -27,6 +27,7 @@ pub mod event;
 pub mod openmetrics;
 pub mod protocol;
 pub mod proxy;
+pub mod rewrite;
 pub mod rules;
 pub mod sql;
 pub mod stats;

@@ -55,6 +55,42 @@ pub struct TableInfo {
     pub foreign_keys: Vec<ForeignKey>,
     /// `pg_class.reltuples`; `None` when never analysed (-1).
     pub estimated_rows: Option<u64>,
+    /// Every user column in table order with its NOT NULL flag: a rewrite resolves unqualified
+    /// names with them and drops a DISTINCT only over a key whose columns are NOT NULL.
+    pub columns: Vec<Column>,
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub not_null: bool,
+}
+
+impl TableInfo {
+    /// The column named `name`, if the table has it.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Whether `columns` include every column of a unique key whose columns are all NOT NULL
+    /// (the primary key, or a unique index over NOT NULL columns): rows that agree on such
+    /// columns are the same row.
+    pub fn has_not_null_key(&self, columns: &[&str]) -> bool {
+        self.unique_keys.iter().any(|key| {
+            key.iter().all(|k| {
+                columns.contains(&k.as_str()) && self.column(k).is_some_and(|c| c.not_null)
+            })
+        })
+    }
+
+    /// Whether `columns` cover some unique key (NULLs allowed: an equality never matches them,
+    /// so a join on a covered key finds at most one row).
+    pub fn has_unique_key(&self, columns: &[&str]) -> bool {
+        self.unique_keys
+            .iter()
+            .any(|key| key.iter().all(|k| columns.contains(&k.as_str())))
+    }
 }
 
 /// One database's tables, keyed by (schema, name).
@@ -63,6 +99,9 @@ pub struct Snapshot {
     pub tables: HashMap<(String, String), TableInfo>,
     /// Distinct for every snapshot loaded by one oracle (1, 2, …).
     pub generation: u64,
+    /// Names of functions whose every overload is a plain, non-set-returning function that is
+    /// immutable or stable: a rewrite may move or keep a call to them, never any other.
+    pub safe_functions: std::collections::HashSet<String>,
 }
 
 impl Snapshot {
@@ -109,6 +148,17 @@ const UNIQUE_KEYS: &str = "SELECT i.indrelid, array_agg(a.attname::text ORDER BY
     WHERE i.indisunique AND i.indisvalid AND i.indpred IS NULL \
       AND NOT (0 = ANY (i.indkey::int2[])) AND k.ord <= i.indnkeyatts \
     GROUP BY i.indexrelid, i.indrelid";
+
+const COLUMNS: &str = "SELECT a.attrelid, a.attname::text, a.attnotnull \
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+    JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'p', 'm') AND a.attnum > 0 AND NOT a.attisdropped \
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+      AND n.nspname NOT LIKE 'pg_toast%' \
+    ORDER BY a.attrelid, a.attnum";
+
+const SAFE_FUNCTIONS: &str = "SELECT proname::text FROM pg_proc GROUP BY proname \
+    HAVING bool_and(prokind = 'f' AND NOT proretset AND provolatile IN ('i', 's'))";
 
 const FOREIGN_KEYS: &str = "SELECT c.conrelid, rn.nspname::text, r.relname::text, \
       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, o) \
@@ -277,6 +327,19 @@ impl CatalogOracle {
             if let Some(info) = table_of(oid).and_then(|k| snapshot.tables.get_mut(&k)) {
                 info.unique_keys.push(columns);
             }
+        }
+        for row in client.query(COLUMNS, &[]).await? {
+            let oid: u32 = row.try_get(0)?;
+            let column = Column {
+                name: row.try_get(1)?,
+                not_null: row.try_get(2)?,
+            };
+            if let Some(info) = table_of(oid).and_then(|k| snapshot.tables.get_mut(&k)) {
+                info.columns.push(column);
+            }
+        }
+        for row in client.query(SAFE_FUNCTIONS, &[]).await? {
+            snapshot.safe_functions.insert(row.try_get(0)?);
         }
         for row in client.query(FOREIGN_KEYS, &[]).await? {
             let oid: u32 = row.try_get(0)?;
