@@ -41,6 +41,7 @@ fn text(sql: &'static str, fp: u64) -> Arc<StatementText> {
     Arc::new(StatementText {
         sql: Bytes::from_static(sql.as_bytes()),
         fingerprint: Some(Fingerprint(fp)),
+        rewritten_by: None,
     })
 }
 

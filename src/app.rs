@@ -110,6 +110,12 @@ impl App {
             engine = engine.with_oracle(catalog.clone());
         }
         let rules = Arc::new(engine);
+        if let Some(stats) = &stats {
+            // A reload checks hot-patch templates against the shapes seen so far.
+            let stats = stats.clone();
+            rules.set_known_statements(Arc::new(move |fp| stats.normalized(fp)));
+        }
+        crate::rewrite::metrics::register(&registry, rules.rewriter().counts())?;
 
         let admin_listener =
             match &config.admin {
@@ -153,10 +159,12 @@ impl App {
         let router = admin_listener.is_some().then(|| {
             let reload_engine = rules.clone();
             let rules_of = rules.clone();
+            let rewrite_of = rules.rewriter().clone();
             let router = admin::router(AdminState {
                 stats: stats.clone(),
                 registry: registry.clone(),
                 rules_of: Some(Arc::new(move |fp| rules_of.rules_for_fingerprint(fp))),
+                rewrite_of: Some(Arc::new(move |fp| rewrite_of.explain(fp))),
             })
             .merge(crate::rules::api::router(rules.clone()))
             .merge(admin::ready::router(probe.clone()))
@@ -170,7 +178,11 @@ impl App {
             );
             admin::protect_writes(router, token)
         });
-        let background = match start_background(admin_listener.zip(router), catalog) {
+        let background = match start_background(
+            admin_listener.zip(router),
+            catalog,
+            rules.rewriter().clone(),
+        ) {
             Ok(background) => background,
             Err(error) => {
                 proxy.shutdown();
@@ -249,6 +261,7 @@ fn reload_response(engine: &RuleEngine) -> (axum::http::StatusCode, axum::Json<s
 fn start_background(
     admin: Option<(std::net::TcpListener, axum::Router)>,
     catalog: Option<Arc<CatalogOracle>>,
+    rewriter: Arc<crate::rewrite::Rewriter>,
 ) -> Result<Background, AppError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -260,6 +273,8 @@ fn start_background(
         .spawn(move || {
             runtime.block_on(async move {
                 let refresher = catalog.as_ref().map(|c| c.spawn_refresher());
+                // Rewrite proofs and shadow runs, off the proxy's workers.
+                let rewrites = rewriter.spawn_worker();
                 match admin {
                     Some((listener, router)) => {
                         let shutdown = async {
@@ -282,6 +297,9 @@ fn start_background(
                 }
                 if let Some(refresher) = refresher {
                     refresher.abort();
+                }
+                if let Some(rewrites) = rewrites {
+                    rewrites.abort();
                 }
             });
         })

@@ -31,6 +31,17 @@ pub struct StatementText {
     pub sql: Bytes,
     /// Stable shape id of `sql`; `None` when statistics are switched off.
     pub fingerprint: Option<Fingerprint>,
+    /// The rule whose rewrite the server ran in place of `sql` (statistics stay on the
+    /// original's fingerprint, split by this variant).
+    pub rewritten_by: Option<Arc<str>>,
+}
+
+/// A statement's replacement, decided by a rewrite rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub rule: Arc<str>,
+    /// What the server gets instead (same `$n` parameters).
+    pub sql: Bytes,
 }
 
 /// Which sub-protocol carried the statement.
@@ -124,6 +135,18 @@ pub trait SessionGate {
         in_transaction: bool,
         now: Instant,
     ) -> Verdict;
+
+    /// The replacement for `statement`, asked where its text goes to the server (each
+    /// statement of a Query, each Parse) before [`SessionGate::check`].
+    fn rewrite(
+        &mut self,
+        _statement: &StatementText,
+        _session: &SessionInfo,
+        _in_transaction: bool,
+        _now: Instant,
+    ) -> Option<Rewrite> {
+        None
+    }
 
     /// The server reported ReadyForQuery with this transaction status.
     fn on_ready_for_query(&mut self, _status: u8) {}

@@ -148,6 +148,9 @@ struct Detail {
     fingerprint: String,
     /// One per (database, user) the shape ran as, most total time first.
     entries: Vec<crate::stats::QueryDetail>,
+    /// What the rewrite rules decided for the shape (see `pgshape rewrite explain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rewrite: Option<serde_json::Value>,
 }
 
 /// `GET /api/queries/{fingerprint}`: one shape with its latency histogram; `other` gives the
@@ -157,6 +160,7 @@ pub(crate) async fn detail(
     Path(fingerprint): Path<String>,
 ) -> Result<Response, ApiError> {
     let stats = stats(&state)?;
+    let mut rewrite = None;
     let entries = if fingerprint == "other" {
         stats.detail_other()
     } else {
@@ -170,9 +174,10 @@ pub(crate) async fn detail(
                     format!("fingerprint must be 16 hex digits or \"other\", got {fingerprint:?}"),
                 )
             })?;
+        rewrite = state.rewrite_of.as_ref().and_then(|of| of(Fingerprint(fp)));
         stats.detail(Fingerprint(fp))
     };
-    if entries.is_empty() {
+    if entries.is_empty() && rewrite.is_none() {
         return Err(ApiError::not_found(format!(
             "no statistics for fingerprint {fingerprint}"
         )));
@@ -180,6 +185,7 @@ pub(crate) async fn detail(
     Ok(Json(Detail {
         fingerprint,
         entries,
+        rewrite,
     })
     .into_response())
 }

@@ -65,6 +65,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// The rules that hit a fingerprint, for the `rules` field of each row (`None`: no rules).
     pub rules_of: Option<RulesOf>,
+    /// The rewrite decisions of a fingerprint, for its detail view (`None`: no rewriter).
+    pub rewrite_of: Option<RewriteOf>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -78,6 +80,9 @@ impl std::fmt::Debug for AdminState {
 
 /// Looks up the rule ids that hit a fingerprint; given by whoever owns the rules.
 pub type RulesOf = Arc<dyn Fn(Fingerprint) -> Vec<String> + Send + Sync>;
+
+/// Explains the rewrite of a fingerprint (see [`crate::rewrite::Rewriter::explain`]).
+pub type RewriteOf = Arc<dyn Fn(Fingerprint) -> Option<serde_json::Value> + Send + Sync>;
 
 /// Errors of the admin server.
 #[derive(Debug, thiserror::Error)]

@@ -133,6 +133,7 @@ fn state() -> AdminState {
                 Vec::new()
             }
         })),
+        rewrite_of: None,
     }
 }
 
@@ -301,6 +302,7 @@ async fn other_modules_merge_routes_and_stats_can_be_off() {
         stats: None,
         registry: Registry::new(),
         rules_of: None,
+        rewrite_of: None,
     };
     let rules = Router::new().route("/api/rules", get(|| async { "[]" }));
     let server = Server::start(router(state).merge(rules)).await;

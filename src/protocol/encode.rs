@@ -68,6 +68,31 @@ pub fn query(sql: &str) -> BytesMut {
     buf
 }
 
+/// A simple-protocol Query of raw bytes (a client's statement text, possibly rewritten: not
+/// necessarily UTF-8, and it must not be re-encoded).
+pub fn query_bytes(sql: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(sql.len() + 6);
+    let at = start(&mut buf, b'Q');
+    buf.extend(sql.iter().copied().filter(|&b| b != 0));
+    buf.put_u8(0);
+    finish(&mut buf, at);
+    buf
+}
+
+/// A Parse of raw statement bytes with the parameter-type section copied as the client sent
+/// it (`param_types`: the Int16 count and the OIDs).
+pub fn parse_raw(name: &[u8], sql: &[u8], param_types: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(name.len() + sql.len() + param_types.len() + 7);
+    let at = start(&mut buf, b'P');
+    buf.extend_from_slice(name);
+    buf.put_u8(0);
+    buf.extend(sql.iter().copied().filter(|&b| b != 0));
+    buf.put_u8(0);
+    buf.extend_from_slice(param_types);
+    finish(&mut buf, at);
+    buf
+}
+
 /// A Parse with no parameter types given.
 pub fn parse(name: &str, sql: &str) -> BytesMut {
     let mut buf = BytesMut::new();

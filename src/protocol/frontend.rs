@@ -15,6 +15,9 @@ pub enum FrontendMessage<'a> {
     Parse {
         name: &'a [u8],
         sql: &'a [u8],
+        /// The parameter-type count and OIDs as sent, undecoded (a rewritten Parse carries
+        /// them over unchanged).
+        param_types: &'a [u8],
     },
     /// Bind statement `statement` into portal `portal`.
     Bind {
@@ -66,7 +69,11 @@ impl<'a> FrontendMessage<'a> {
                 let mut r = Reader::new(body, "Parse");
                 let name = r.cstr()?;
                 let sql = r.cstr()?;
-                FrontendMessage::Parse { name, sql }
+                FrontendMessage::Parse {
+                    name,
+                    sql,
+                    param_types: r.rest(),
+                }
             }
             b'B' => {
                 let mut r = Reader::new(body, "Bind");
@@ -161,7 +168,18 @@ mod tests {
             FrontendMessage::decode(&f).unwrap(),
             FrontendMessage::Parse {
                 name: b"s1",
-                sql: b"SELECT $1"
+                sql: b"SELECT $1",
+                param_types: &[0, 0],
+            }
+        );
+        // A rewritten Parse keeps the client's parameter types byte for byte.
+        let typed = encode::parse_raw(b"s2", b"SELECT $1", &[0, 1, 0, 0, 0, 23]);
+        assert_eq!(
+            FrontendMessage::decode(&typed).unwrap(),
+            FrontendMessage::Parse {
+                name: b"s2",
+                sql: b"SELECT $1",
+                param_types: &[0, 1, 0, 0, 0, 23],
             }
         );
         f = encode::bind("p1", "s1");

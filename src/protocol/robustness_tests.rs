@@ -74,7 +74,7 @@ proptest! {
         let p = encode::parse("s1", &sql);
         prop_assert_eq!(
             FrontendMessage::decode(&p).unwrap(),
-            FrontendMessage::Parse { name: b"s1", sql: sql.as_bytes() }
+            FrontendMessage::Parse { name: b"s1", sql: sql.as_bytes(), param_types: &[0, 0] }
         );
     }
 }

@@ -154,7 +154,34 @@ impl Tracker {
             .fingerprints
             .as_ref()
             .map(|cache| cache.fingerprint(&sql));
-        Arc::new(StatementText { sql, fingerprint })
+        Arc::new(StatementText {
+            sql,
+            fingerprint,
+            rewritten_by: None,
+        })
+    }
+
+    /// The statement's text for the server: the rewrite a rule asks for, if any. The text the
+    /// tracker reports keeps the original SQL (and so its fingerprint), marked as rewritten.
+    fn rewritten(
+        &mut self,
+        text: Arc<StatementText>,
+        now: Instant,
+    ) -> (Arc<StatementText>, Option<Bytes>) {
+        let in_transaction = self.tx_status != b'I';
+        let Some(rewrite) = self
+            .gate
+            .as_mut()
+            .and_then(|g| g.rewrite(&text, &self.session, in_transaction, now))
+        else {
+            return (text, None);
+        };
+        let marked = Arc::new(StatementText {
+            sql: text.sql.clone(),
+            fingerprint: text.fingerprint,
+            rewritten_by: Some(rewrite.rule),
+        });
+        (marked, Some(rewrite.sql))
     }
 
     fn unknown(&self, what: &str, name: &[u8]) -> Arc<StatementText> {
@@ -211,32 +238,50 @@ impl Tracker {
             FrontendMessage::Query { sql } => {
                 let sql = Bytes::copy_from_slice(sql);
                 let mut any = false;
-                let mut action = ClientAction::Forward;
+                // The Query to send instead, built only once a statement is rewritten or
+                // blocked: everything up to `copied` is in it.
+                let mut replaced: Option<Vec<u8>> = None;
+                let mut copied = 0;
                 for range in sql::split_statements(&sql) {
                     any = true;
-                    let start = range.start;
-                    let text = self.text(sql.slice(range));
+                    let (start, end) = (range.start, range.end);
+                    let (text, rewrite) = self.rewritten(self.text(sql.slice(range)), now);
                     if let Some(block) = self.push_execution(text, Protocol::Simple, 0, now) {
                         // Run what came before, then let the server raise the block: the rest
                         // of the string is skipped exactly as after a real error.
-                        let mut replaced = sql[..start].to_vec();
-                        replaced.extend_from_slice(intercept::block_sql(&block).as_bytes());
-                        let query = String::from_utf8_lossy(&replaced).into_owned();
-                        action =
-                            ClientAction::Replace(crate::protocol::encode::query(&query).to_vec());
+                        let out = replaced.get_or_insert_with(Vec::new);
+                        out.extend_from_slice(&sql[copied..start]);
+                        out.extend_from_slice(intercept::block_sql(&block).as_bytes());
+                        copied = sql.len();
                         break;
+                    }
+                    if let Some(rewrite) = rewrite {
+                        let out = replaced.get_or_insert_with(|| Vec::with_capacity(sql.len()));
+                        out.extend_from_slice(&sql[copied..start]);
+                        out.extend_from_slice(&rewrite);
+                        copied = end;
                     }
                 }
                 if !any {
                     // The server answers an empty query string with EmptyQueryResponse.
-                    let text = self.text(sql);
+                    let text = self.text(sql.clone());
                     self.push(Expect::completion(text, Protocol::Simple), now);
                 }
                 self.push(Expect::Ready, now);
-                return action;
+                return match replaced {
+                    Some(mut out) => {
+                        out.extend_from_slice(&sql[copied..]);
+                        ClientAction::Replace(crate::protocol::encode::query_bytes(&out).to_vec())
+                    }
+                    None => ClientAction::Forward,
+                };
             }
-            FrontendMessage::Parse { name, sql } => {
-                let text = self.text(Bytes::copy_from_slice(sql));
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                let (text, rewrite) = self.rewritten(self.text(Bytes::copy_from_slice(sql)), now);
                 if name.is_empty() {
                     self.unnamed_statement = Some(text.clone());
                 } else if self.prepared.len() < MAX_NAMED || self.prepared.contains_key(name) {
@@ -244,6 +289,11 @@ impl Tracker {
                         .insert(Bytes::copy_from_slice(name), text.clone());
                 }
                 self.push(Expect::ParseComplete(text), now);
+                if let Some(rewrite) = rewrite {
+                    return ClientAction::Replace(
+                        crate::protocol::encode::parse_raw(name, &rewrite, param_types).to_vec(),
+                    );
+                }
             }
             FrontendMessage::Bind { portal, statement } => {
                 let text = if statement.is_empty() {

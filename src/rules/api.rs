@@ -164,10 +164,7 @@ pub fn rules_json(engine: &RuleEngine) -> Value {
         .rules
         .iter()
         .map(|rule| {
-            let effective = match (set.mode, rule.action) {
-                (super::Mode::Shadow, Action::Warn | Action::Block) => Action::Observe,
-                (_, a) => a,
-            };
+            let effective = super::engine::effective(rule.action, set.mode);
             let top: Vec<Value> = engine
                 .stats
                 .top(&rule.id)
@@ -188,6 +185,15 @@ pub fn rules_json(engine: &RuleEngine) -> Value {
                 "file": rule.file,
                 "hits": engine.stats.total(&rule.id),
                 "top_fingerprints": top,
+                "rewrite": rule.rewrite.as_ref().map(|spec| json!({
+                    "kind": if spec.template.is_some() { "template" } else { "semi_join" },
+                    "sql": spec.template.as_ref().map(|t| t.text()),
+                    "verify": spec.verify,
+                    "sample_rate": spec.sample_rate,
+                    // Applied when the action is rewrite; a dry run otherwise.
+                    "applied": effective == Action::Rewrite,
+                    "shapes": engine.rewriter().plans_of_rule(&rule.id),
+                })),
             })
         })
         .collect();
@@ -207,7 +213,34 @@ pub fn router(engine: Arc<RuleEngine>) -> Router {
         .route("/api/rules", get(list))
         .route("/api/rules/reload", post(reload))
         .route("/api/rules/refresh-schema", post(refresh_schema))
+        .route("/api/rewrites/{fingerprint}/disable", post(disable_rewrite))
         .with_state(engine)
+}
+
+/// `POST /api/rewrites/{fingerprint}/disable`: the kill switch. The shape's statements go to
+/// the server as written until the next rule reload.
+async fn disable_rewrite(
+    State(engine): State<Arc<RuleEngine>>,
+    axum::extract::Path(fingerprint): axum::extract::Path<String>,
+) -> (StatusCode, Json<Value>) {
+    match fingerprint.parse::<Fingerprint>() {
+        Ok(fp) => {
+            let was_on = engine.rewriter().disable(
+                fp,
+                "switched off through POST /api/rewrites/{fingerprint}/disable",
+            );
+            (
+                StatusCode::OK,
+                Json(
+                    json!({ "fingerprint": fp.to_string(), "disabled": true, "was_enabled": was_on }),
+                ),
+            )
+        }
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": error.to_string() })),
+        ),
+    }
 }
 
 async fn refresh_schema(State(engine): State<Arc<RuleEngine>>) -> (StatusCode, Json<Value>) {

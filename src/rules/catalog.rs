@@ -192,6 +192,14 @@ impl CatalogOracle {
         })
     }
 
+    /// Connection settings for `database`: the DSN's, with the database replaced (the side
+    /// connection of rewrite proofs and shadow runs uses them too).
+    pub fn connect_config(&self, database: &str) -> tokio_postgres::Config {
+        let mut config = self.base.clone();
+        config.dbname(database);
+        config
+    }
+
     /// The database the DSN names, used when a caller has no statement database (`check`).
     pub fn default_database(&self) -> Option<&str> {
         self.base.get_dbname()
@@ -203,7 +211,15 @@ impl CatalogOracle {
     /// When connecting or querying fails; the previous snapshot stays.
     pub async fn refresh(&self, database: &str) -> Result<(), CatalogError> {
         let mut snapshot = self.load(database).await?;
-        snapshot.generation = self.loads.fetch_add(1, Ordering::Relaxed) + 1;
+        // An unchanged catalog keeps its generation, so judgements and rewrite proofs made
+        // under it stay valid; any change (a key, an index, a column) makes a new one.
+        let unchanged = self.snapshots.get(database).filter(|old| {
+            old.tables == snapshot.tables && old.safe_functions == snapshot.safe_functions
+        });
+        snapshot.generation = match unchanged {
+            Some(old) => old.generation,
+            None => self.loads.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         tracing::info!(database, tables = snapshot.tables.len(), "catalog loaded");
         self.snapshots
             .insert(database.to_owned(), Arc::new(snapshot));

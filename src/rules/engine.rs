@@ -18,6 +18,7 @@ use super::oracle::{FanoutCache, HeuristicOracle, OracleKind, UniquenessOracle};
 use super::spec::{Rule, RuleLoadError, RuleSet};
 use super::state::ConnectionRuleState;
 use super::{Action, Mode, RulesConfig, Severity};
+use crate::rewrite::{Decision, Rewriter};
 use crate::sql::Fingerprint;
 use crate::sql::analysis::FactsCache;
 
@@ -140,6 +141,28 @@ pub struct RuleEngine {
     catalog: Option<Arc<CatalogOracle>>,
     metrics: Option<RuleMetrics>,
     pub(crate) stats: Arc<super::api::HitStats>,
+    rewriter: Arc<Rewriter>,
+    known: Known,
+}
+
+/// Holder of the [`KnownStatements`] lookup (a closure, so not `Debug` by itself).
+#[derive(Default)]
+struct Known(RwLock<Option<KnownStatements>>);
+
+impl std::fmt::Debug for Known {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Known(..)")
+    }
+}
+
+/// The normalized text of a fingerprint seen before, if any.
+pub type KnownStatements = Arc<dyn Fn(Fingerprint) -> Option<String> + Send + Sync>;
+
+/// A rewrite the proxy must send in place of a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteAction {
+    pub rule: Arc<str>,
+    pub sql: bytes::Bytes,
 }
 
 impl RuleEngine {
@@ -160,6 +183,8 @@ impl RuleEngine {
             catalog: None,
             metrics: None,
             stats: Arc::default(),
+            rewriter: Arc::new(Rewriter::new(None)),
+            known: Known::default(),
         })
     }
 
@@ -200,6 +225,8 @@ impl RuleEngine {
             catalog: None,
             metrics: None,
             stats: Arc::default(),
+            rewriter: Arc::new(Rewriter::new(None)),
+            known: Known::default(),
         }
     }
 
@@ -207,6 +234,7 @@ impl RuleEngine {
     /// through [`RuleEngine::catalog`] (on-demand refresh).
     pub fn with_oracle(mut self, oracle: Arc<dyn UniquenessOracle>) -> RuleEngine {
         self.catalog = oracle.clone().as_catalog();
+        self.rewriter = Arc::new(Rewriter::new(self.catalog.clone()));
         self.oracle = oracle;
         self
     }
@@ -214,8 +242,14 @@ impl RuleEngine {
     /// Uses a catalog oracle (and exposes it through [`RuleEngine::catalog`]).
     pub fn with_catalog(mut self, catalog: Arc<CatalogOracle>) -> RuleEngine {
         self.oracle = catalog.clone();
+        self.rewriter = Arc::new(Rewriter::new(Some(catalog.clone())));
         self.catalog = Some(catalog);
         self
+    }
+
+    /// The rewrite decisions (proofs, kill switch, counters).
+    pub fn rewriter(&self) -> &Arc<Rewriter> {
+        &self.rewriter
     }
 
     /// The hit counts, for [`RuleMetrics::register`] to export.
@@ -260,7 +294,7 @@ impl RuleEngine {
     /// # Errors
     /// The load error (file, line, field), also logged.
     pub fn reload_with(&self, config: RulesConfig) -> Result<Arc<RuleSet>, RuleLoadError> {
-        match load(&config) {
+        match load(&config).and_then(|set| self.check_templates(set)) {
             Ok(rules) => {
                 let rules = Arc::new(rules);
                 tracing::info!(
@@ -277,6 +311,7 @@ impl RuleEngine {
                     Ok(mut guard) => *guard = config,
                     Err(poisoned) => *poisoned.into_inner() = config,
                 }
+                self.rewriter.on_reload();
                 if let Some(m) = &self.metrics {
                     m.reloads.with_label_values(&["ok"]).inc();
                 }
@@ -290,6 +325,64 @@ impl RuleEngine {
                 Err(error)
             }
         }
+    }
+
+    /// Tells the engine how to find the normalized text of a shape seen before (the query
+    /// statistics): a reload then checks each hot-patch template against its shape's slots.
+    pub fn set_known_statements(&self, known: KnownStatements) {
+        match self.known.0.write() {
+            Ok(mut guard) => *guard = Some(known),
+            Err(poisoned) => *poisoned.into_inner() = Some(known),
+        }
+    }
+
+    /// Refuses a rule set whose hot-patch template cannot fit its shape: a slot the statement
+    /// does not have, or a single-value use of a slot that is a list of values. (The result
+    /// shape is checked by a Describe before the template is ever applied.)
+    fn check_templates(&self, set: RuleSet) -> Result<RuleSet, RuleLoadError> {
+        let known = match self.known.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let Some(known) = known else { return Ok(set) };
+        for rule in &set.rules {
+            let Some(spec) = &rule.rewrite else { continue };
+            let (Some(template), Some(fingerprints)) = (&spec.template, &rule.matcher.fingerprint)
+            else {
+                continue;
+            };
+            for fp in fingerprints.as_slice() {
+                let Some(normalized) = known(fp.0) else {
+                    continue;
+                };
+                let slots = crate::rewrite::template::slot_count(&normalized);
+                let invalid = |message: String| RuleLoadError::Invalid {
+                    file: rule.file.clone(),
+                    line: spec.sql_line,
+                    column: 1,
+                    field: Some("rewrite.sql".into()),
+                    message,
+                };
+                if template.max_slot() > slots {
+                    return Err(invalid(format!(
+                        "the template uses slot ${} but statement {} has only {slots} constant \
+                         slot(s): {normalized}",
+                        template.max_slot(),
+                        fp.0
+                    )));
+                }
+                for list in crate::rewrite::template::list_slots(&normalized) {
+                    if template.uses_as_scalar(list) {
+                        return Err(invalid(format!(
+                            "slot ${list} is a list of values in statement {} (IN (...)) but the \
+                             template uses it where only one value fits",
+                            fp.0
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(set)
     }
 
     /// Judges one statement. Call it before forwarding the statement; report every
@@ -349,6 +442,13 @@ impl RuleEngine {
             }
             if let Some(decided_by) = rule.compiled.evaluate(&subject) {
                 let action = effective(rule.action, set.mode);
+                if action != Action::Rewrite
+                    && let Some(spec) = &rule.rewrite
+                {
+                    // Observe (and warn, block) show what the rewrite would send.
+                    self.rewriter
+                        .dry_run(rule, spec, stmt.fingerprint, stmt.database, stmt.sql);
+                }
                 hits.push(Hit {
                     rule: rule.clone(),
                     action,
@@ -362,6 +462,56 @@ impl RuleEngine {
         self.count(stmt, &hits);
         let action = decide(&hits);
         Verdict { hits, action }
+    }
+
+    /// The rewrite to send in place of `stmt`, if a `rewrite` rule matches it and its rewrite
+    /// is proven for this shape and database (see [`crate::rewrite`]). Call it where the
+    /// statement's text goes to the server: each simple-protocol statement, each Parse.
+    pub fn rewrite(
+        &self,
+        stmt: &StatementInput<'_>,
+        in_transaction: bool,
+        now: Instant,
+    ) -> Option<RewriteAction> {
+        let set = self.rules();
+        if !set.rewrites {
+            return None;
+        }
+        let facts = self.facts.get_or_analyze(stmt.fingerprint, stmt.sql);
+        let subject = Subject::new(
+            stmt,
+            facts.as_deref(),
+            self.oracle.as_ref(),
+            &self.fanout,
+            None,
+            now,
+        );
+        for rule in &set.rules {
+            let Some(spec) = &rule.rewrite else { continue };
+            if effective(rule.action, set.mode) != Action::Rewrite
+                || !rule
+                    .scope
+                    .applies(stmt.database, stmt.user, stmt.application_name)
+                || rule.compiled.evaluate(&subject).is_none()
+            {
+                continue;
+            }
+            return match self.rewriter.decide(
+                rule,
+                spec,
+                stmt.fingerprint,
+                stmt.database,
+                stmt.sql,
+                in_transaction,
+            ) {
+                Decision::Apply(sql) => Some(RewriteAction {
+                    rule: rule.id.clone(),
+                    sql,
+                }),
+                Decision::Shadow(_) | Decision::Keep => None,
+            };
+        }
+        None
     }
 
     fn count(&self, stmt: &StatementInput<'_>, hits: &[Hit]) {
@@ -407,10 +557,10 @@ fn load(config: &RulesConfig) -> Result<RuleSet, RuleLoadError> {
     }
 }
 
-/// Shadow mode observes what enforce mode would warn about or block.
-fn effective(action: Action, mode: Mode) -> Action {
+/// Shadow mode observes what enforce mode would warn about, block or rewrite.
+pub(crate) fn effective(action: Action, mode: Mode) -> Action {
     match (mode, action) {
-        (Mode::Shadow, Action::Warn | Action::Block) => Action::Observe,
+        (Mode::Shadow, Action::Warn | Action::Block | Action::Rewrite) => Action::Observe,
         (_, action) => action,
     }
 }

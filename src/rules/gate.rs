@@ -72,6 +72,31 @@ impl SessionGate for RuleSessionGate {
         }
     }
 
+    fn rewrite(
+        &mut self,
+        statement: &StatementText,
+        session: &SessionInfo,
+        in_transaction: bool,
+        now: Instant,
+    ) -> Option<event::Rewrite> {
+        let fingerprint = statement
+            .fingerprint
+            .unwrap_or_else(|| crate::sql::fingerprint(&statement.sql));
+        let input = StatementInput {
+            sql: &statement.sql,
+            fingerprint,
+            database: &session.database,
+            user: &session.user,
+            application_name: &session.application_name,
+        };
+        self.engine
+            .rewrite(&input, in_transaction, now)
+            .map(|r| event::Rewrite {
+                rule: r.rule,
+                sql: r.sql,
+            })
+    }
+
     fn on_ready_for_query(&mut self, status: u8) {
         self.state.on_ready_for_query(status);
     }

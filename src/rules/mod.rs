@@ -77,9 +77,6 @@ impl fmt::Display for Severity {
 }
 
 /// What a matching rule does.
-///
-/// `rewrite` is reserved for a later release and rejected at load with an error saying so,
-/// rather than being silently treated as something else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -92,6 +89,9 @@ pub enum Action {
     Warn,
     /// Do not execute; the client gets an ErrorResponse with [`BLOCKED_SQLSTATE`].
     Block,
+    /// Send the server an equivalent statement instead, once it is proven (see
+    /// [`crate::rewrite`]); until then, and whenever it cannot be proven, as observe.
+    Rewrite,
 }
 
 impl Action {
@@ -101,6 +101,7 @@ impl Action {
             Action::Observe => "observe",
             Action::Warn => "warn",
             Action::Block => "block",
+            Action::Rewrite => "rewrite",
         }
     }
 }
@@ -113,12 +114,9 @@ impl<'de> Deserialize<'de> for Action {
             "observe" => Ok(Action::Observe),
             "warn" => Ok(Action::Warn),
             "block" => Ok(Action::Block),
-            "rewrite" => Err(serde::de::Error::custom(
-                "action `rewrite` is not available yet (it comes with a later release); \
-                 use off, observe, warn or block",
-            )),
+            "rewrite" => Ok(Action::Rewrite),
             other => Err(serde::de::Error::custom(format!(
-                "unknown action `{other}`, expected off, observe, warn or block"
+                "unknown action `{other}`, expected off, observe, warn, block or rewrite"
             ))),
         }
     }

@@ -84,10 +84,51 @@ struct RuleFile {
     hint: Option<String>,
     #[serde(rename = "match")]
     matcher: Spanned<MatchSpec>,
+    #[serde(default)]
+    rewrite: Option<Spanned<RewriteFile>>,
 }
 
+/// `[rewrite]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewriteFile {
+    #[serde(default)]
+    sql: Option<Spanned<String>>,
+    #[serde(default)]
+    verify: Verify,
+    #[serde(default)]
+    sample_rate: Option<Spanned<f64>>,
+}
+
+/// How a rewrite is checked against the original on live traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Applied once proven; no comparison of results.
+    #[default]
+    None,
+    /// Clients keep getting the original; a sample of read-only executions outside transaction
+    /// blocks runs both statements on a side connection and compares their results.
+    Shadow,
+}
+
+/// The `[rewrite]` table of a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewriteSpec {
+    /// The operator's hot-patch; `None` for the built-in semi-join rewrite.
+    pub template: Option<Arc<crate::rewrite::template::Template>>,
+    pub verify: Verify,
+    /// Share of executions shadow-verified (0 < rate <= 1).
+    pub sample_rate: f64,
+    /// Line of `sql =` in the rule file, for errors found later (at a reload).
+    pub sql_line: usize,
+}
+
+/// Default share of executions shadow-verified.
+pub const DEFAULT_SAMPLE_RATE: f64 = 0.01;
+
 /// A loaded rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub id: Arc<str>,
     pub description: String,
@@ -98,6 +139,8 @@ pub struct Rule {
     pub message: String,
     pub hint: Option<String>,
     pub matcher: MatchSpec,
+    /// How the statement is rewritten (action `rewrite`, or the dry run of observe/warn).
+    pub rewrite: Option<RewriteSpec>,
     /// The file it came from (`embedded:NAME` for the shipped rules).
     pub file: String,
     pub(crate) compiled: CompiledMatch,
@@ -111,6 +154,8 @@ pub struct RuleSet {
     /// Where the rules came from: a directory or `embedded`.
     pub source: String,
     pub(crate) needs: Needs,
+    /// Some rule rewrites: the proxy asks [`super::RuleEngine::rewrite`] for each statement.
+    pub rewrites: bool,
 }
 
 impl RuleSet {
@@ -142,11 +187,13 @@ impl RuleSet {
             .iter()
             .filter(|r| r.action != Action::Off)
             .fold(Needs::default(), |n, r| n.union(r.compiled.needs));
+        let rewrites = rules.iter().any(|r| r.action == Action::Rewrite);
         Ok(RuleSet {
             rules,
             mode,
             source: source.to_owned(),
             needs,
+            rewrites,
         })
     }
 
@@ -248,6 +295,15 @@ fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleLoadError> {
             "repeat_window_ms needs repeats_gt".into(),
         ));
     }
+    let line_of = |offset: usize| line_col(text, offset).0;
+    let rewrite = rewrite_spec(
+        parsed.rewrite,
+        parsed.action,
+        &spec,
+        &invalid,
+        &line_of,
+        match_span.start,
+    )?;
     Ok(Rule {
         id: Arc::from(id),
         description: parsed.description,
@@ -259,8 +315,105 @@ fn parse_rule(file: &str, text: &str) -> Result<Rule, RuleLoadError> {
         hint: parsed.hint,
         compiled: CompiledMatch::new(spec.clone()),
         matcher: spec,
+        rewrite,
         file: file.to_owned(),
     })
+}
+
+/// Whether a match selects the shapes the built-in semi-join rewrite is for.
+pub fn matches_fanout_shape(spec: &MatchSpec) -> bool {
+    spec.distinct_over_fanout_join == Some(true)
+        || spec.count_distinct_over_fanout_join == Some(true)
+}
+
+/// Validates `[rewrite]` against the action and the match.
+fn rewrite_spec(
+    file: Option<Spanned<RewriteFile>>,
+    action: Action,
+    spec: &MatchSpec,
+    invalid: &dyn Fn(usize, &str, String) -> RuleLoadError,
+    line_of: &dyn Fn(usize) -> usize,
+    match_start: usize,
+) -> Result<Option<RewriteSpec>, RuleLoadError> {
+    let builtin = matches_fanout_shape(spec);
+    let Some(file) = file else {
+        if action == Action::Rewrite && !builtin {
+            return Err(invalid(
+                match_start,
+                "action",
+                "action `rewrite` needs a [rewrite] sql template (with [match] fingerprint), or a \
+                 match on distinct_over_fanout_join / count_distinct_over_fanout_join for the \
+                 built-in semi-join rewrite"
+                    .into(),
+            ));
+        }
+        return Ok(builtin.then_some(RewriteSpec {
+            template: None,
+            verify: Verify::None,
+            sample_rate: DEFAULT_SAMPLE_RATE,
+            sql_line: 0,
+        }));
+    };
+    let table_start = file.span().start;
+    let file = file.into_inner();
+    let sample_rate = match file.sample_rate {
+        Some(rate) if !(*rate.get_ref() > 0.0 && *rate.get_ref() <= 1.0) => {
+            return Err(invalid(
+                rate.span().start,
+                "rewrite.sample_rate",
+                format!("sample_rate must be in (0, 1], got {}", rate.get_ref()),
+            ));
+        }
+        Some(rate) => *rate.get_ref(),
+        None => DEFAULT_SAMPLE_RATE,
+    };
+    let mut sql_line = 0;
+    let template = match file.sql {
+        None if !builtin => {
+            return Err(invalid(
+                table_start,
+                "rewrite.sql",
+                "[rewrite] needs sql = \"...\" unless the rule matches \
+                 distinct_over_fanout_join / count_distinct_over_fanout_join"
+                    .into(),
+            ));
+        }
+        None => None,
+        Some(sql) => {
+            let at = sql.span().start;
+            sql_line = line_of(at);
+            let one_fingerprint = spec
+                .fingerprint
+                .as_ref()
+                .is_some_and(|f| f.as_slice().len() == 1);
+            if !one_fingerprint {
+                return Err(invalid(
+                    at,
+                    "rewrite.sql",
+                    "a [rewrite] sql template is written for one statement shape: [match] needs \
+                     fingerprint = \"<16 hex digits>\""
+                        .into(),
+                ));
+            }
+            let text = sql.into_inner();
+            if let Err(error) = crate::sql::analysis::parse_one(&text) {
+                return Err(invalid(
+                    at,
+                    "rewrite.sql",
+                    format!("the template does not parse: {error}"),
+                ));
+            }
+            let template = crate::rewrite::template::Template::parse(&text)
+                .map_err(|e| invalid(at, "rewrite.sql", e.to_string()))?;
+            Some(Arc::new(template))
+        }
+    };
+    Ok(Some(RewriteSpec {
+        template,
+        verify: file.verify,
+        sample_rate,
+        sql_line,
+    }))
 }
 
 /// 1-based line and column of a byte offset.

@@ -290,13 +290,61 @@ fn loader_errors_name_file_line_and_field() {
     );
     assert!(err.to_string().starts_with("rules/bad.toml:8:"), "{err}");
 
-    let err = load_err(&WARN_DISTINCT.replace("action = \"warn\"", "action = \"rewrite\""));
-    let text = err.to_string();
+    // The built-in semi-join rewrite is for fan-out shapes only; anything else needs a template.
+    let rewrite_random = WARN_DISTINCT
+        .replace("action = \"warn\"", "action = \"rewrite\"")
+        .replace("distinct_over_fanout_join", "order_by_random");
+    let text = load_err(&rewrite_random).to_string();
+    assert!(text.contains("rules/bad.toml:"), "{text}");
+    assert!(text.contains("field `action`"), "{text}");
+    assert!(text.contains("needs a [rewrite] sql template"), "{text}");
+    let builtin = WARN_DISTINCT.replace("action = \"warn\"", "action = \"rewrite\"");
+    let set = RuleSet::from_sources("test", &[("rules/ok.toml".into(), builtin)], Mode::Enforce)
+        .expect("a fan-out rule may rewrite without a template");
+    assert!(set.rewrites);
     assert!(
-        text.contains("rules/bad.toml:5:") && text.contains("later"),
+        set.rules[0]
+            .rewrite
+            .as_ref()
+            .is_some_and(|r| r.template.is_none())
+    );
+    // A template is for one fingerprint, parses, and samples a sane share.
+    let template = |extra_match: &str, rewrite: &str| {
+        WARN_DISTINCT
+            .replace("action = \"warn\"", "action = \"rewrite\"")
+            .replace("distinct_over_fanout_join = true", extra_match)
+            + "[rewrite]\n"
+            + rewrite
+    };
+    let text = load_err(&template("order_by_random = true", "sql = \"SELECT 1\"\n")).to_string();
+    assert!(
+        text.contains("field `rewrite.sql`") && text.contains("fingerprint"),
         "{text}"
     );
-    assert!(text.contains("field `action`"), "{text}");
+    let text = load_err(&template(
+        "fingerprint = \"39ee56b0104e4b4d\"",
+        "sql = \"SELECT FROM WHERE\"\n",
+    ))
+    .to_string();
+    assert!(
+        text.contains("rules/bad.toml:11:") && text.contains("does not parse"),
+        "{text}"
+    );
+    let text = load_err(&template(
+        "fingerprint = \"39ee56b0104e4b4d\"",
+        "sql = \"SELECT $1\"\nsample_rate = 2.0\n",
+    ))
+    .to_string();
+    assert!(text.contains("field `rewrite.sample_rate`"), "{text}");
+    let text = load_err(&template(
+        "fingerprint = \"39ee56b0104e4b4d\"",
+        "sql = \"SELECT $1\"\nverify = \"sometimes\"\n",
+    ))
+    .to_string();
+    assert!(
+        text.contains("verify") && text.contains("sometimes"),
+        "{text}"
+    );
 
     let err = load_err(&WARN_DISTINCT.replace("distinct_over_fanout_join", "distinct_over_fanout"));
     assert!(

@@ -19,6 +19,7 @@ pub mod commenter;
 mod fingerprint;
 pub mod lexer;
 mod normalize;
+mod slots;
 mod split;
 mod walker;
 
@@ -28,4 +29,5 @@ mod tests;
 pub use cache::{FingerprintCache, MAX_CACHED_STATEMENT_BYTES};
 pub use fingerprint::{Fingerprint, ParseFingerprintError, fingerprint};
 pub use normalize::normalize;
+pub use slots::{Slot, SlotError, slots};
 pub use split::{StatementSplitter, split_statements};

@@ -72,6 +72,40 @@ pub(crate) struct Sample<'a> {
     pub command: &'a str,
     pub at: Instant,
     pub tags: RawTags<'a>,
+    /// The rule whose rewrite ran in place of the statement.
+    pub rewritten_by: Option<&'a std::sync::Arc<str>>,
+}
+
+/// Calls of one shape split by variant, from its first rewritten call on: before/after of a
+/// rewrite on the same fingerprint.
+#[derive(Debug, Clone)]
+pub(crate) struct RewriteSplit {
+    /// The rule of the latest rewritten call.
+    pub rule: std::sync::Arc<str>,
+    pub rewritten: Variant,
+    /// Every call sent as written (those before the first rewrite included).
+    pub original: Variant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Variant {
+    pub calls: u64,
+    pub total_ns: u64,
+    pub hist: LogHistogram,
+}
+
+impl Variant {
+    fn record(&mut self, x: u64) {
+        self.calls += 1;
+        self.total_ns = self.total_ns.saturating_add(x);
+        self.hist.record(x);
+    }
+
+    fn merge(&mut self, other: &Variant) {
+        self.calls += other.calls;
+        self.total_ns = self.total_ns.saturating_add(other.total_ns);
+        self.hist.merge(&other.hist);
+    }
 }
 
 /// Limits that shape an update, shared by all entries.
@@ -103,6 +137,8 @@ pub(crate) struct EntryData {
     pub exemplar: Option<Exemplar>,
     pub first_seen: Instant,
     pub last_seen: Instant,
+    /// Present once a call of this shape was rewritten.
+    pub rewrite: Option<Box<RewriteSplit>>,
 }
 
 impl EntryData {
@@ -123,6 +159,7 @@ impl EntryData {
             exemplar: None,
             first_seen: now,
             last_seen: now,
+            rewrite: None,
         }
     }
 
@@ -153,6 +190,40 @@ impl EntryData {
         }
         if !s.tags.is_empty() {
             self.record_tags(s.tags, x, s.at, limits);
+        }
+        match s.rewritten_by {
+            None => {
+                if let Some(split) = &mut self.rewrite {
+                    split.original.record(x);
+                }
+            }
+            Some(rule) => self.record_rewritten(rule, x, self.rewrite.is_none()),
+        }
+    }
+
+    #[cold]
+    fn record_rewritten(&mut self, rule: &std::sync::Arc<str>, x: u64, first: bool) {
+        if first {
+            // Every call so far was sent as written.
+            // Every call but this one (already counted above) was sent as written.
+            let mut hist = self.hist.clone();
+            hist.remove_one(x);
+            let original = Variant {
+                calls: self.calls.saturating_sub(1),
+                total_ns: self.total_ns.saturating_sub(x),
+                hist,
+            };
+            self.rewrite = Some(Box::new(RewriteSplit {
+                rule: rule.clone(),
+                rewritten: Variant::default(),
+                original,
+            }));
+        }
+        if let Some(split) = &mut self.rewrite {
+            if split.rule != *rule {
+                split.rule = rule.clone();
+            }
+            split.rewritten.record(x);
         }
     }
 
@@ -263,6 +334,15 @@ impl EntryData {
                 .is_none_or(|mine| ex.duration_ns > mine.duration_ns)
         {
             self.exemplar = Some(ex.clone());
+        }
+        if let Some(theirs) = &other.rewrite {
+            match &mut self.rewrite {
+                Some(mine) => {
+                    mine.original.merge(&theirs.original);
+                    mine.rewritten.merge(&theirs.rewritten);
+                }
+                None => self.rewrite = Some(theirs.clone()),
+            }
         }
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);

@@ -148,6 +148,21 @@ impl LogHistogram {
             })
     }
 
+    /// Takes back one recorded value `v` (its bucket, or the lowest kept one it was folded
+    /// into); a no-op when the histogram holds no such value.
+    pub fn remove_one(&mut self, v: u64) {
+        if self.counts.is_empty() {
+            return;
+        }
+        let slot = bucket_index(v).saturating_sub(self.base) as usize;
+        if let Some(c) = self.counts.get_mut(slot)
+            && *c > 0
+        {
+            *c -= 1;
+            self.total -= 1;
+        }
+    }
+
     /// Adds every count of `other` (used when folding evicted entries together).
     pub fn merge(&mut self, other: &LogHistogram) {
         // Highest first so the span grows upwards once and low overflow folds predictably.

@@ -126,6 +126,7 @@ impl Stats {
             command: event.command,
             at: event.finished_at,
             tags: text::RawTags::of(sql),
+            rewritten_by: event.statement.rewritten_by.as_ref(),
         };
         let limits = Limits {
             bounds_ns: &self.bounds_ns,

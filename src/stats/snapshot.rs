@@ -53,6 +53,9 @@ pub struct QueryStats {
     pub last_seen: String,
     /// Ids of the rules that have hit this shape (filled in by the admin API).
     pub rules: Vec<String>,
+    /// Before/after of a rewrite, once a call of this shape was rewritten.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<RewriteStats>,
     #[serde(skip)]
     pub(crate) total_ns: u64,
     #[serde(skip)]
@@ -71,6 +74,41 @@ impl QueryStats {
     /// Failed executions of any class.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
+    }
+}
+
+/// The `rewrite` object of a row: the shape's calls split by what the server ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteStats {
+    /// The rule of the latest rewritten call.
+    pub rule: String,
+    pub calls_rewritten: u64,
+    /// Calls sent as written (before the rewrite was proven, outside its scope, or after it was
+    /// switched off).
+    pub original: VariantStats,
+    pub rewritten: VariantStats,
+}
+
+/// Latency of one variant of a shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantStats {
+    pub calls: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+}
+
+fn variant(v: &super::entry::Variant) -> VariantStats {
+    let q = |p: f64| v.hist.quantile(p).map_or(0.0, ms);
+    VariantStats {
+        calls: v.calls,
+        mean_ms: if v.calls == 0 {
+            0.0
+        } else {
+            ms(v.total_ns as f64 / v.calls as f64)
+        },
+        p50_ms: q(0.50),
+        p95_ms: q(0.95),
     }
 }
 
@@ -163,6 +201,15 @@ impl Stats {
         rows
     }
 
+    /// The normalized text of a fingerprint seen (in any database), if kept. The text is the
+    /// one shown in the API, so it is cut at `max_query_length`.
+    pub fn normalized(&self, fingerprint: Fingerprint) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|e| e.key().fingerprint == fingerprint.0)
+            .map(|e| e.value().query.to_string())
+    }
+
     /// The entries of one fingerprint (one per database and user), with histograms.
     pub fn detail(&self, fingerprint: Fingerprint) -> Vec<QueryDetail> {
         let mut out: Vec<QueryDetail> = self
@@ -248,6 +295,12 @@ impl Stats {
             first_seen: rfc3339(self.wall(d.first_seen)),
             last_seen: rfc3339(self.wall(d.last_seen)),
             rules: Vec::new(),
+            rewrite: d.rewrite.as_ref().map(|split| RewriteStats {
+                rule: split.rule.to_string(),
+                calls_rewritten: split.rewritten.calls,
+                original: variant(&split.original),
+                rewritten: variant(&split.rewritten),
+            }),
             total_ns: d.total_ns,
             fp,
             prom_buckets: d.prom_buckets.clone(),

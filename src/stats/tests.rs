@@ -56,6 +56,7 @@ impl Fixture {
         let text = Arc::new(StatementText {
             sql: Bytes::copy_from_slice(sql.as_bytes()),
             fingerprint: Some(Fingerprint(fp)),
+            rewritten_by: None,
         });
         let event = StatementEvent {
             session: &self.session,
@@ -408,6 +409,7 @@ fn none_fingerprint_is_computed_not_dropped() {
     let text = Arc::new(StatementText {
         sql: Bytes::from_static(b"SELECT 1"),
         fingerprint: None,
+        rewritten_by: None,
     });
     let event = StatementEvent {
         session: &f.session,

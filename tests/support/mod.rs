@@ -9,6 +9,8 @@
 //!   event ([`EventLog`]) so tests assert exactly what the proxy reported.
 //! - [`prometheus`]: a real Prometheus scraping pgshape (exemplars, rule files).
 //! - [`raw`]: a byte-level client for malformed-input tests (frames, startup packets, replies).
+//! - [`shop`]: the incident's orders and items behind pgshape with a rules directory and the
+//!   catalog connection, for the rewrite tests.
 //! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
 //! - [`workload`]: statement templates with random constants, over the simple or extended wire.
 //! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
@@ -25,6 +27,7 @@ pub mod pgbin;
 pub mod prometheus;
 pub mod proxy;
 pub mod raw;
+pub mod shop;
 pub mod tls;
 pub mod util;
 pub mod workload;

@@ -66,7 +66,11 @@ fn cc(tag: &'static [u8]) -> BackendMessage<'static> {
 }
 
 fn parse<'a>(name: &'a [u8], sql: &'a [u8]) -> FrontendMessage<'a> {
-    FrontendMessage::Parse { name, sql }
+    FrontendMessage::Parse {
+        name,
+        sql,
+        param_types: &[0, 0],
+    }
 }
 
 fn bind<'a>(portal: &'a [u8], statement: &'a [u8]) -> FrontendMessage<'a> {
@@ -148,7 +152,7 @@ fn pipelined_extended_protocol_matches_in_order() {
     let (mut t, c) = tracker();
     let now = Instant::now();
     for (name, sql) in [(&b"a"[..], &b"SELECT 1"[..]), (b"b", b"SELECT 2")] {
-        t.on_client_message(&FrontendMessage::Parse { name, sql }, now);
+        t.on_client_message(&parse(name, sql), now);
         t.on_client_message(&bind(b"", name), now);
         t.on_client_message(
             &FrontendMessage::Describe {
@@ -238,13 +242,7 @@ fn parse_error_is_reported_against_its_statement() {
 fn portal_suspended_counts_rows_per_execute() {
     let (mut t, c) = tracker();
     let now = Instant::now();
-    t.on_client_message(
-        &FrontendMessage::Parse {
-            name: b"",
-            sql: b"SELECT generate_series(1, 5)",
-        },
-        now,
-    );
+    t.on_client_message(&parse(b"", b"SELECT generate_series(1, 5)"), now);
     t.on_client_message(&bind(b"c", b""), now);
     for _ in 0..2 {
         t.on_client_message(&execute(b"c", 3), now);
@@ -371,10 +369,7 @@ fn blocked_execute_swallows_pgshape_replies() {
     use super::{ClientAction, ServerAction};
     let (mut t, c) = gated();
     let now = Instant::now();
-    let parse = FrontendMessage::Parse {
-        name: b"",
-        sql: b"DELETE FROM t",
-    };
+    let parse = parse(b"", b"DELETE FROM t");
     assert_eq!(t.on_client_message(&parse, now), ClientAction::Forward);
     t.on_client_message(&bind(b"", b""), now);
     let action = t.on_client_message(&execute(b"", 0), now);

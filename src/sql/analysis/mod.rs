@@ -200,6 +200,26 @@ pub enum AnalysisError {
     Empty,
 }
 
+/// Parses `sql` as exactly one statement (a rewrite template, say).
+///
+/// # Errors
+/// When sqlparser cannot parse it, or it holds no statement or several.
+pub fn parse_one(sql: &str) -> Result<sqlparser::ast::Statement, AnalysisError> {
+    let dialect = PostgreSqlDialect {};
+    let mut statements = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| AnalysisError::Parse(e.to_string()))?;
+    match statements.len() {
+        1 => Ok(statements.remove(0)),
+        0 => Err(AnalysisError::Empty),
+        n => Err(AnalysisError::Parse(format!(
+            "{n} statements where one was expected"
+        ))),
+    }
+}
+
 /// Parses one statement and computes its structural facts.
 ///
 /// # Errors

@@ -1,0 +1,357 @@
+//! The rewrite worker: proofs and shadow runs, one at a time, on a side connection per
+//! database (the schema DSN's role, as the catalog uses).
+//!
+//! One task does everything in arrival order, so at most one side statement runs per database
+//! (and in all) at any time: proofs are a Describe each, shadow runs are bounded by a
+//! `statement_timeout`, and the queue in front of the task is bounded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use super::compare::{self, Row, Verdict};
+use super::metrics::Outcome;
+use super::semijoin;
+use super::template::Template;
+use super::{Job, Plan, PlanState, Rewriter, ShadowRun};
+use crate::rules::spec::{RewriteSpec, Rule};
+
+/// Longest a shadow statement may run on the side connection.
+const SHADOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(rewriter: Weak<Rewriter>, mut jobs: mpsc::Receiver<Job>) {
+    let mut side = SideConnections::default();
+    while let Some(job) = jobs.recv().await {
+        let Some(rewriter) = rewriter.upgrade() else {
+            return;
+        };
+        match job {
+            Job::Prove {
+                rule,
+                spec,
+                fingerprint,
+                database,
+                sql,
+                epoch,
+            } => {
+                let state = prove(&rewriter, &mut side, &rule, &spec, &database, &sql).await;
+                // The catalog the proof read (it may have been loaded just now).
+                let generation = rewriter.generation(&database);
+                let plan = Plan {
+                    rule: rule.id.clone(),
+                    fingerprint: fingerprint.to_string(),
+                    database: database.clone(),
+                    original: crate::sql::normalize(&sql, usize::MAX),
+                    state,
+                    epoch,
+                    generation,
+                };
+                rewriter.finish(fingerprint, &database, plan);
+            }
+            Job::Shadow(run) => shadow(&rewriter, &mut side, run).await,
+        }
+    }
+}
+
+/// One client per database, reconnected when it broke.
+#[derive(Default)]
+struct SideConnections {
+    clients: HashMap<String, Client>,
+}
+
+impl SideConnections {
+    async fn get(&mut self, rewriter: &Rewriter, database: &str) -> Result<&Client, String> {
+        let catalog = rewriter
+            .catalog
+            .as_ref()
+            .ok_or_else(|| "no schema connection (--schema-dsn)".to_owned())?;
+        if self.clients.get(database).is_none_or(Client::is_closed) {
+            let mut config = catalog.connect_config(database);
+            config.application_name("pgshape-rewrite");
+            let timeout = config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(5));
+            let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+                .await
+                .map_err(|_| format!("side connection to {database}: connect timed out"))?
+                .map_err(|e| format!("side connection to {database}: {e}"))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "rewrite side connection ended");
+                }
+            });
+            self.clients.insert(database.to_owned(), client);
+        }
+        self.clients
+            .get(database)
+            .ok_or_else(|| "side connection lost".to_owned())
+    }
+}
+
+/// Proves one shape's rewrite: the template (built-in proposal or the operator's), applied
+/// to the execution at hand, then a Describe of both statements.
+async fn prove(
+    rewriter: &Rewriter,
+    side: &mut SideConnections,
+    rule: &Rule,
+    spec: &RewriteSpec,
+    database: &str,
+    sql: &Bytes,
+) -> PlanState {
+    let builtin = spec.template.is_none();
+    let refuse = |reason: String| {
+        if builtin {
+            PlanState::NotProvable { reason }
+        } else {
+            PlanState::Refused { reason }
+        }
+    };
+    if let Some(catalog) = rewriter.catalog.as_ref()
+        && catalog.snapshot(database).is_none()
+        && let Err(error) = catalog.refresh(database).await
+    {
+        return PlanState::NotProvable {
+            reason: format!("the catalog could not be read: {error}"),
+        };
+    }
+    let (template, form, distinct_dropped) = match &spec.template {
+        Some(template) => (template.clone(), None, false),
+        None => {
+            let Some(catalog) = rewriter.catalog.as_ref() else {
+                return PlanState::NotProvable {
+                    reason: "no schema connection (--schema-dsn)".into(),
+                };
+            };
+            let Some(snapshot) = catalog.snapshot(database) else {
+                return PlanState::NotProvable {
+                    reason: format!("no catalog for database {database}"),
+                };
+            };
+            let normalized = crate::sql::normalize(sql, usize::MAX);
+            let proposal = match semijoin::propose(&normalized, &snapshot) {
+                Ok(p) => p,
+                Err(not) => return PlanState::NotProvable { reason: not.0 },
+            };
+            match Template::parse(&proposal.sql) {
+                Ok(t) => (Arc::new(t), Some(proposal.form), proposal.distinct_dropped),
+                Err(e) => return refuse(e.to_string()),
+            }
+        }
+    };
+    let rewritten = match template.apply(sql) {
+        Ok(bytes) => bytes,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let (Ok(original_text), Ok(rewritten_text)) =
+        (std::str::from_utf8(sql), std::str::from_utf8(&rewritten))
+    else {
+        return PlanState::NotProvable {
+            reason: "the statement is not valid UTF-8".into(),
+        };
+    };
+    let described = if rewriter.catalog.is_some() {
+        match describe_both(rewriter, side, database, original_text, rewritten_text).await {
+            Ok(()) => true,
+            Err(DescribeError::Original(e)) => {
+                return PlanState::NotProvable {
+                    reason: format!("the original does not prepare on the side connection: {e}"),
+                };
+            }
+            Err(DescribeError::Rewrite(e)) => return refuse(e),
+        }
+    } else {
+        tracing::warn!(
+            target: "pgshape::rewrite",
+            rule = %rule.id,
+            "no schema connection: the template's result shape is not checked against the original"
+        );
+        false
+    };
+    PlanState::Ready {
+        template_sql: template.text().to_owned(),
+        template,
+        sample: rewritten_text.to_owned(),
+        form,
+        distinct_dropped,
+        described,
+    }
+}
+
+enum DescribeError {
+    /// The original itself does not prepare there (a temporary table, another search_path).
+    Original(String),
+    /// The rewrite does not prepare, or describes differently.
+    Rewrite(String),
+}
+
+/// Prepares both statements and compares their parameter types and result columns (names,
+/// types, order): what a client sees of a statement through Describe.
+async fn describe_both(
+    rewriter: &Rewriter,
+    side: &mut SideConnections,
+    database: &str,
+    original: &str,
+    rewritten: &str,
+) -> Result<(), DescribeError> {
+    let client = side
+        .get(rewriter, database)
+        .await
+        .map_err(DescribeError::Original)?;
+    let a = client
+        .prepare(original)
+        .await
+        .map_err(|e| DescribeError::Original(db_error(&e)))?;
+    let b = client.prepare(rewritten).await.map_err(|e| {
+        DescribeError::Rewrite(format!("the rewrite does not prepare: {}", db_error(&e)))
+    })?;
+    let types = |ts: &[tokio_postgres::types::Type]| {
+        ts.iter().map(|t| t.name().to_owned()).collect::<Vec<_>>()
+    };
+    if a.params() != b.params() {
+        return Err(DescribeError::Rewrite(format!(
+            "parameter types differ: original ({}) vs rewrite ({})",
+            types(a.params()).join(", "),
+            types(b.params()).join(", ")
+        )));
+    }
+    let columns = |s: &tokio_postgres::Statement| {
+        s.columns()
+            .iter()
+            .map(|c| format!("{} {}", c.name(), c.type_().name()))
+            .collect::<Vec<_>>()
+    };
+    let (ca, cb) = (columns(&a), columns(&b));
+    if ca != cb {
+        return Err(DescribeError::Rewrite(format!(
+            "the result columns differ: original ({}) vs rewrite ({})",
+            ca.join(", "),
+            cb.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Runs both statements in one REPEATABLE READ READ ONLY transaction (one snapshot, so
+/// concurrent writes cannot make them differ) and compares the results.
+async fn shadow(rewriter: &Rewriter, side: &mut SideConnections, run: ShadowRun) {
+    let verdict = match shadow_rows(rewriter, side, &run).await {
+        Ok((original, rewritten)) => {
+            let snapshot = rewriter
+                .catalog
+                .as_ref()
+                .and_then(|c| c.snapshot(&run.database));
+            // The statement as sent: its LIMIT value matters, not just its shape.
+            let order =
+                compare::order_check(&String::from_utf8_lossy(&run.original), snapshot.as_deref());
+            compare::compare(&original, &rewritten, order)
+        }
+        Err(reason) => Verdict::Unverifiable(reason),
+    };
+    let counts = &rewriter.counts;
+    match verdict {
+        Verdict::Match => counts.add(&run.rule, run.fingerprint, Outcome::VerifyMatch),
+        Verdict::Unverifiable(reason) => {
+            tracing::debug!(target: "pgshape::rewrite", fingerprint = %run.fingerprint, %reason, "shadow run unverifiable");
+            counts.add(&run.rule, run.fingerprint, Outcome::VerifyUnverifiable);
+        }
+        Verdict::Mismatch(reason) => {
+            counts.add(&run.rule, run.fingerprint, Outcome::VerifyMismatch);
+            tracing::error!(
+                target: "pgshape::rewrite",
+                rule = %run.rule,
+                fingerprint = %run.fingerprint,
+                database = %run.database,
+                slots = %slot_shapes(&run.original),
+                %reason,
+                "shadow verification: results differ; rewrite disabled until reload"
+            );
+            rewriter.disable(
+                run.fingerprint,
+                &format!("shadow verification mismatch: {reason}"),
+            );
+        }
+    }
+}
+
+async fn shadow_rows(
+    rewriter: &Rewriter,
+    side: &mut SideConnections,
+    run: &ShadowRun,
+) -> Result<(Vec<Row>, Vec<Row>), String> {
+    let original = std::str::from_utf8(&run.original).map_err(|_| "not UTF-8".to_owned())?;
+    let rewritten = std::str::from_utf8(&run.rewritten).map_err(|_| "not UTF-8".to_owned())?;
+    let client = side.get(rewriter, &run.database).await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}",
+            SHADOW_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(|e| db_error(&e))?;
+    let result = async {
+        let a = rows(client, original).await?;
+        let b = rows(client, rewritten).await?;
+        Ok::<_, String>((a, b))
+    }
+    .await;
+    // Whatever happened, the transaction ends here; a failed ROLLBACK means a broken
+    // connection, which the next use replaces.
+    let _ = client.batch_execute("ROLLBACK").await;
+    result
+}
+
+async fn rows(client: &Client, sql: &str) -> Result<Vec<Row>, String> {
+    let messages = client.simple_query(sql).await.map_err(|e| db_error(&e))?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(|v| v.as_bytes().to_vec()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The kinds of a statement's constants, never their values: what a log line may say about
+/// the execution that exposed a mismatch.
+fn slot_shapes(sql: &[u8]) -> String {
+    let Ok(slots) = crate::sql::slots(sql) else {
+        return "unslottable".into();
+    };
+    let kinds: Vec<String> = slots
+        .iter()
+        .map(|slot| {
+            let text = &sql[slot.range.clone()];
+            if slot.list {
+                format!("list({})", text.iter().filter(|&&b| b == b',').count() + 1)
+            } else if text.first() == Some(&b'$') {
+                "param".into()
+            } else if text.first() == Some(&b'\'') || text.starts_with(b"E'") {
+                "string".into()
+            } else if text
+                .first()
+                .is_some_and(|b| b.is_ascii_digit() || *b == b'-')
+            {
+                "number".into()
+            } else {
+                "other".into()
+            }
+        })
+        .collect();
+    format!("[{}]", kinds.join(", "))
+}
