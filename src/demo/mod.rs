@@ -4,7 +4,10 @@
 //! the incident rule set to `warn` and the schema catalog enabled, then runs the Django
 //! queryset that caused the 8.5 s outage next to its fix — through the proxy, as an
 //! application would — and prints what each audience sees: the NOTICE the app gets, the timings,
-//! and the per-shape statistics the SRE reads. Everything stays up for exploring until Ctrl-C.
+//! and the per-shape statistics the SRE reads. Then it fixes the incident live, the way an
+//! operator would at 3 a.m.: the rule file's action becomes `rewrite`, the rules reload, and the
+//! application's unchanged query is rewritten to EXISTS (proven from the catalog) and fast.
+//! Everything stays up for exploring until Ctrl-C.
 
 mod cluster;
 pub mod pgbin;
@@ -156,6 +159,7 @@ pub fn start(opts: &DemoOptions, out: &mut dyn Write) -> Result<Demo, DemoError>
         shutdown_grace_ms: 2_000,
         ..Config::default()
     };
+    let rules_dir = rules.clone();
     config.rules.dir = Some(rules);
     config.rules.schema_dsn = Some(format!("{direct} dbname={DATABASE}"));
     let app = App::start(config)?;
@@ -176,6 +180,19 @@ pub fn start(opts: &DemoOptions, out: &mut dyn Write) -> Result<Demo, DemoError>
     let report = runtime.block_on(workload(&via, opts.runs))?;
     print_report(out, &report, opts.runs)?;
 
+    // The fix without a deploy: one word in the rule file, then a reload (SIGHUP does the same).
+    let rule_file = rules_dir.join("distinct-over-fanout-join.toml");
+    let text = std::fs::read_to_string(&rule_file)?;
+    std::fs::write(
+        &rule_file,
+        text.replace("action = \"warn\"", "action = \"rewrite\""),
+    )?;
+    if let Err(error) = app.reload_rules() {
+        writeln!(out, "   (reloading the rules failed: {error})")?;
+    }
+    let live = runtime.block_on(rewritten_workload(&via, opts.runs, &app))?;
+    print_live_fix(out, &report, &live, opts.runs)?;
+
     if let Some(stats) = app.stats() {
         let mut rows: Vec<_> = stats
             .snapshot()
@@ -185,7 +202,7 @@ pub fn start(opts: &DemoOptions, out: &mut dyn Write) -> Result<Demo, DemoError>
         SortKey::TotalTime.sort(&mut rows);
         writeln!(
             out,
-            "3. What the SRE sees (GET /api/queries?sort=total_time), per query shape:\n"
+            "4. What the SRE sees (GET /api/queries?sort=total_time), per query shape:\n"
         )?;
         writeln!(
             out,
@@ -206,6 +223,18 @@ pub fn start(opts: &DemoOptions, out: &mut dyn Write) -> Result<Demo, DemoError>
                 row.total_ms,
                 rules.join(",")
             )?;
+            if let Some(rewrite) = &row.rewrite {
+                writeln!(
+                    out,
+                    "   {:<16}  rewritten by {}: p95 {:.1} ms as sent ({} calls) -> {:.1} ms rewritten ({} calls)",
+                    "",
+                    rewrite.rule,
+                    rewrite.original.p95_ms,
+                    rewrite.original.calls,
+                    rewrite.rewritten.p95_ms,
+                    rewrite.rewritten.calls
+                )?;
+            }
             if let (Some(route), Some(trace), Some(ms)) = (
                 row.routes.iter().find(|r| r.tag == "route"),
                 row.traceparent
@@ -224,9 +253,11 @@ pub fn start(opts: &DemoOptions, out: &mut dyn Write) -> Result<Demo, DemoError>
     }
     writeln!(
         out,
-        "\nExplore while it runs:\n  psql \"{via}\"\n  curl -s http://{admin}/api/queries | head\n  curl -s http://{admin}/metrics | grep pgshape_query\n  \
+        "\nExplore while it runs:\n  psql \"{via}\"\n  curl -s http://{admin}/api/queries | head\n  \
+         pgshape rewrite explain {fp} --admin http://{admin}\n  curl -s http://{admin}/metrics | grep pgshape_rewrites\n  curl -s http://{admin}/metrics | grep pgshape_query\n  \
          curl -s -H 'Accept: application/openmetrics-text' http://{admin}/metrics | grep ' # {{'   (trace exemplars)\n",
         admin = admin.map_or_else(|| "-".into(), |a| a.to_string()),
+        fp = crate::sql::fingerprint(INCIDENT.as_bytes()),
     )?;
     Ok(Demo { app, cluster })
 }
@@ -336,6 +367,96 @@ async fn workload(via: &str, runs: usize) -> Result<Report, DemoError> {
         incident_notices,
         fixed_notices: notices.take().len(),
     })
+}
+
+/// The incident query after the rule switched to `rewrite`: what the application sees.
+struct LiveFix {
+    rewritten_ms: Vec<f64>,
+    same_rows: bool,
+    /// The statement the server ran instead, or why there is none.
+    sent: Result<String, String>,
+    applied: u64,
+}
+
+async fn rewritten_workload(via: &str, runs: usize, app: &App) -> Result<LiveFix, DemoError> {
+    let (client, _notices) = connect(via).await?;
+    let skus: Vec<String> = (0..10).map(|i| format!("SKU-{i}")).collect();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = skus
+        .iter()
+        .map(|s| s as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    // The application is not touched: the same statement, the same parameters. Its first
+    // execution asks for the proof (keys and NOT NULL from the catalog, then a Describe of both
+    // statements); until the proof is in, statements run as sent.
+    let fingerprint = crate::sql::fingerprint(INCIDENT.as_bytes());
+    let before = client
+        .query(&with_sqlcommenter(INCIDENT, 100), &params)
+        .await?;
+    let rule = "distinct-over-fanout-join";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sent = loop {
+        let plans = app.rules().rewriter().plans_for(fingerprint);
+        match plans.iter().find(|p| &*p.rule == rule).map(|p| &p.state) {
+            Some(crate::rewrite::PlanState::Ready { sample, .. }) => break Ok(sample.clone()),
+            Some(crate::rewrite::PlanState::NotProvable { reason })
+            | Some(crate::rewrite::PlanState::Refused { reason }) => break Err(reason.clone()),
+            _ if Instant::now() > deadline => break Err("no decision within 10 s".into()),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let mut rewritten_ms = Vec::new();
+    let mut rows = Vec::new();
+    for run in 0..runs {
+        let t = Instant::now();
+        rows = client
+            .query(&with_sqlcommenter(INCIDENT, 200 + run), &params)
+            .await?;
+        rewritten_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let ids =
+        |rows: &[tokio_postgres::Row]| rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>();
+    Ok(LiveFix {
+        same_rows: ids(&before) == ids(&rows),
+        rewritten_ms,
+        sent,
+        applied: app.rules().rewriter().counts().get(
+            rule,
+            fingerprint,
+            crate::rewrite::Outcome::Applied,
+        ),
+    })
+}
+
+fn print_live_fix(
+    out: &mut dyn Write,
+    before: &Report,
+    live: &LiveFix,
+    runs: usize,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "3. The fix without a deploy: in rules/distinct-over-fanout-join.toml, action = \"rewrite\";\n   \
+         reload (SIGHUP or POST /api/reload). The application still sends the same DISTINCT query."
+    )?;
+    match &live.sent {
+        Ok(sql) => {
+            let shown: String = sql.chars().take(300).collect();
+            writeln!(
+                out,
+                "   proven from the catalog; the server now runs:\n     {shown}"
+            )?;
+        }
+        Err(reason) => writeln!(out, "   not rewritten: {reason}")?,
+    }
+    let (was, now) = (median(&before.incident_ms), median(&live.rewritten_ms));
+    writeln!(
+        out,
+        "   {runs} runs through pgshape, median {now:.1} ms (was {was:.1} ms: {:.0}x faster), \
+         {} statements rewritten, same 25 orders: {}\n",
+        if now > 0.0 { was / now } else { 0.0 },
+        live.applied,
+        if live.same_rows { "yes" } else { "no" }
+    )
 }
 
 /// The statement as Django's sqlcommenter middleware sends it with OpenTelemetry on: the
