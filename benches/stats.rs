@@ -42,6 +42,7 @@ fn text(sql: &'static str, fp: u64) -> Arc<StatementText> {
         sql: Bytes::from_static(sql.as_bytes()),
         fingerprint: Some(Fingerprint(fp)),
         rewritten_by: None,
+        shadow: None,
     })
 }
 

@@ -34,6 +34,18 @@ pub struct StatementText {
     /// The rule whose rewrite the server ran in place of `sql` (statistics stay on the
     /// original's fingerprint, split by this variant).
     pub rewritten_by: Option<Arc<str>>,
+    /// A rewrite to compare with, not to send: each Bind of this prepared statement outside a
+    /// transaction block may be sampled for a shadow run ([`SessionGate::shadow_bind`]).
+    pub shadow: Option<Arc<ShadowTarget>>,
+}
+
+/// The rewritten text of a prepared statement under shadow verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowTarget {
+    pub rule: Arc<str>,
+    pub sql: Bytes,
+    /// The Parse's parameter-type section as the client sent it.
+    pub param_types: Bytes,
 }
 
 /// A statement's replacement, decided by a rewrite rule.
@@ -42,6 +54,9 @@ pub struct Rewrite {
     pub rule: Arc<str>,
     /// What the server gets instead (same `$n` parameters).
     pub sql: Bytes,
+    /// Not to send: the statement is under shadow verification, and its executions are
+    /// sampled at Bind, where the parameter values are.
+    pub shadow: bool,
 }
 
 /// Which sub-protocol carried the statement.
@@ -146,6 +161,17 @@ pub trait SessionGate {
         _now: Instant,
     ) -> Option<Rewrite> {
         None
+    }
+
+    /// A Bind, outside a transaction block, of a prepared statement under shadow verification
+    /// (`params` is the Bind's undecoded parameter section).
+    fn shadow_bind(
+        &mut self,
+        _statement: &StatementText,
+        _target: &ShadowTarget,
+        _session: &SessionInfo,
+        _params: &[u8],
+    ) {
     }
 
     /// The server reported ReadyForQuery with this transaction status.

@@ -360,3 +360,80 @@ async fn reloads_during_traffic_drop_nothing() {
     }
     assert_eq!(total, 240, "every statement answered");
 }
+
+/// Waits until `outcome` was counted at least once for the hot-patch.
+async fn wait_outcome(shop: &Shop, wanted: pgshape::rewrite::Outcome) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = outcome(shop, HOTFIX, wanted);
+        if n > 0 {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {wanted:?} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_compares_prepared_statements_with_their_bound_values() {
+    // A correct template: samples of `$n` executions (taken at Bind, with the values the client
+    // bound, text and binary alike) match.
+    let good = hotfix(GOOD, "verify = \"shadow\"\nsample_rate = 1.0");
+    let shop = Shop::start("observe", &[("hotfix.toml", &good)]);
+    let proxied = shop.client(false).await;
+    let direct = shop.client(true).await;
+    let sql = incident_params(2);
+    proxied.prepare(&sql).await.expect("prepare");
+    assert_eq!(shop.wait_plan(HOTFIX, fp())["state"], "ready");
+    // Prepared after the proof: its Binds are sampled.
+    let statement = proxied.prepare(&sql).await.expect("prepare");
+    let base = direct.prepare(&sql).await.expect("prepare direct");
+    let ids =
+        |rows: &[tokio_postgres::Row]| rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>();
+    for (a, b, limit) in [("A", "B", 25i64), ("C", "Z", 3), ("F", "E", 400)] {
+        let got = proxied
+            .query(&statement, &[&a, &b, &limit])
+            .await
+            .expect("query");
+        let want = direct.query(&base, &[&a, &b, &limit]).await.expect("query");
+        assert_eq!(ids(&got), ids(&want), "clients get the original");
+    }
+    assert!(wait_outcome(&shop, pgshape::rewrite::Outcome::VerifyMatch).await >= 1);
+    assert_eq!(
+        outcome(&shop, HOTFIX, pgshape::rewrite::Outcome::VerifyMismatch),
+        0
+    );
+
+    // A wrong one is caught from the bound values and switched off.
+    shop.set_rules(
+        "observe",
+        &[(
+            "hotfix.toml",
+            &hotfix(WRONG_SET, "verify = \"shadow\"\nsample_rate = 1.0"),
+        )],
+    );
+    assert_eq!(shop.reload().0, 200);
+    let fresh = shop.client(false).await;
+    fresh.prepare(&sql).await.expect("prepare");
+    assert_eq!(shop.wait_plan(HOTFIX, fp())["state"], "ready");
+    let statement = fresh.prepare(&sql).await.expect("prepare");
+    for (a, b, limit) in [("F", "E", 400i64), ("A", "B", 400)] {
+        let got = fresh
+            .query(&statement, &[&a, &b, &limit])
+            .await
+            .expect("query");
+        let want = direct.query(&base, &[&a, &b, &limit]).await.expect("query");
+        assert_eq!(ids(&got), ids(&want), "clients get the original");
+    }
+    wait_outcome(&shop, pgshape::rewrite::Outcome::VerifyMismatch).await;
+    let reason = shop
+        .app()
+        .rules()
+        .rewriter()
+        .disabled(fp())
+        .expect("switched off");
+    assert!(reason.contains("shadow verification mismatch"), "{reason}");
+}

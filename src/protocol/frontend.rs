@@ -23,6 +23,9 @@ pub enum FrontendMessage<'a> {
     Bind {
         portal: &'a [u8],
         statement: &'a [u8],
+        /// Parameter formats, values and result formats, undecoded ([`BindParams::decode`]
+        /// reads them when a shadow run needs the values).
+        params: &'a [u8],
     },
     /// Run portal `portal`, returning at most `max_rows` rows (0 = all).
     Execute {
@@ -79,7 +82,11 @@ impl<'a> FrontendMessage<'a> {
                 let mut r = Reader::new(body, "Bind");
                 let portal = r.cstr()?;
                 let statement = r.cstr()?;
-                FrontendMessage::Bind { portal, statement }
+                FrontendMessage::Bind {
+                    portal,
+                    statement,
+                    params: r.rest(),
+                }
             }
             b'E' => {
                 let mut r = Reader::new(body, "Execute");
@@ -113,6 +120,63 @@ impl<'a> FrontendMessage<'a> {
             b'p' => FrontendMessage::Password,
             other => FrontendMessage::Other(other),
         })
+    }
+}
+
+/// The parameters of a Bind, decoded (only for the executions a shadow run samples).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindParams {
+    /// Whether each parameter is in binary format (the Bind's format codes, expanded).
+    pub binary: Vec<bool>,
+    /// Each parameter's bytes; `None` for NULL.
+    pub values: Vec<Option<Vec<u8>>>,
+}
+
+impl BindParams {
+    /// Decodes the `params` section of [`FrontendMessage::Bind`].
+    ///
+    /// # Errors
+    /// Counts or lengths that do not fit the bytes, or a format code other than 0 and 1.
+    pub fn decode(params: &[u8]) -> Result<BindParams, ProtocolError> {
+        let malformed = |reason| ProtocolError::Malformed {
+            message: "Bind",
+            reason,
+        };
+        let mut r = Reader::new(params, "Bind");
+        let n_formats =
+            usize::try_from(r.i16()?).map_err(|_| malformed("negative format count"))?;
+        let mut formats = Vec::with_capacity(n_formats.min(params.len() / 2));
+        for _ in 0..n_formats {
+            formats.push(match r.i16()? {
+                0 => false,
+                1 => true,
+                _ => return Err(malformed("format code must be 0 or 1")),
+            });
+        }
+        let n_params =
+            usize::try_from(r.i16()?).map_err(|_| malformed("negative parameter count"))?;
+        if n_formats > 1 && n_formats != n_params {
+            return Err(malformed(
+                "format count matches neither 1 nor the parameter count",
+            ));
+        }
+        let mut values = Vec::with_capacity(n_params.min(params.len() / 4));
+        for _ in 0..n_params {
+            let len = r.i32()?;
+            values.push(match usize::try_from(len) {
+                Ok(len) => Some(r.take(len)?.to_vec()),
+                Err(_) if len == -1 => None,
+                Err(_) => return Err(malformed("negative parameter length")),
+            });
+        }
+        let binary = (0..n_params)
+            .map(|i| match formats.as_slice() {
+                [] => false,
+                [one] => *one,
+                many => many[i],
+            })
+            .collect();
+        Ok(BindParams { binary, values })
     }
 }
 
@@ -187,8 +251,35 @@ mod tests {
             FrontendMessage::decode(&f).unwrap(),
             FrontendMessage::Bind {
                 portal: b"p1",
-                statement: b"s1"
+                statement: b"s1",
+                params: &[0, 0, 0, 0, 0, 0],
             }
+        );
+        // A Bind with one format code for all, a NULL and a value.
+        let mut body = b"p\0s\0".to_vec();
+        body.extend_from_slice(&[
+            0, 1, 0, 1, 0, 2, 255, 255, 255, 255, 0, 0, 0, 2, b'h', b'i', 0, 0,
+        ]);
+        let mut bind = vec![b'B'];
+        bind.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        bind.extend_from_slice(&body);
+        let FrontendMessage::Bind { params, .. } = FrontendMessage::decode(&bind).unwrap() else {
+            panic!("not a Bind");
+        };
+        assert_eq!(
+            BindParams::decode(params).unwrap(),
+            BindParams {
+                binary: vec![true, true],
+                values: vec![None, Some(b"hi".to_vec())],
+            }
+        );
+        assert!(
+            BindParams::decode(&[0, 1, 0, 7, 0, 0]).is_err(),
+            "format code 7"
+        );
+        assert!(
+            BindParams::decode(&[0, 0, 0, 1, 0, 0, 0, 9, 1]).is_err(),
+            "short value"
         );
         f = encode::execute("p1", 10);
         assert_eq!(

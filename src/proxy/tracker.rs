@@ -16,7 +16,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::event::{
-    Notice, Observers, Protocol, SessionGate, SessionInfo, StatementEvent, StatementText, Verdict,
+    Notice, Observers, Protocol, SessionGate, SessionInfo, ShadowTarget, StatementEvent,
+    StatementText, Verdict,
 };
 use crate::protocol::backend::{BackendMessage, split_command_tag};
 use crate::protocol::frontend::FrontendMessage;
@@ -158,14 +159,19 @@ impl Tracker {
             sql,
             fingerprint,
             rewritten_by: None,
+            shadow: None,
         })
     }
 
     /// The statement's text for the server: the rewrite a rule asks for, if any. The text the
     /// tracker reports keeps the original SQL (and so its fingerprint), marked as rewritten.
+    ///
+    /// `param_types` is the Parse's parameter-type section (empty for a simple-protocol
+    /// statement): a statement under shadow verification keeps it for its sampled Binds.
     fn rewritten(
         &mut self,
         text: Arc<StatementText>,
+        param_types: &[u8],
         now: Instant,
     ) -> (Arc<StatementText>, Option<Bytes>) {
         let in_transaction = self.tx_status != b'I';
@@ -176,12 +182,23 @@ impl Tracker {
         else {
             return (text, None);
         };
+        let (rewritten_by, shadow, sent) = if rewrite.shadow {
+            let target = ShadowTarget {
+                rule: rewrite.rule,
+                sql: rewrite.sql,
+                param_types: Bytes::copy_from_slice(param_types),
+            };
+            (None, Some(Arc::new(target)), None)
+        } else {
+            (Some(rewrite.rule), None, Some(rewrite.sql))
+        };
         let marked = Arc::new(StatementText {
             sql: text.sql.clone(),
             fingerprint: text.fingerprint,
-            rewritten_by: Some(rewrite.rule),
+            rewritten_by,
+            shadow,
         });
-        (marked, Some(rewrite.sql))
+        (marked, sent)
     }
 
     fn unknown(&self, what: &str, name: &[u8]) -> Arc<StatementText> {
@@ -245,7 +262,7 @@ impl Tracker {
                 for range in sql::split_statements(&sql) {
                     any = true;
                     let (start, end) = (range.start, range.end);
-                    let (text, rewrite) = self.rewritten(self.text(sql.slice(range)), now);
+                    let (text, rewrite) = self.rewritten(self.text(sql.slice(range)), &[], now);
                     if let Some(block) = self.push_execution(text, Protocol::Simple, 0, now) {
                         // Run what came before, then let the server raise the block: the rest
                         // of the string is skipped exactly as after a real error.
@@ -281,7 +298,8 @@ impl Tracker {
                 sql,
                 param_types,
             } => {
-                let (text, rewrite) = self.rewritten(self.text(Bytes::copy_from_slice(sql)), now);
+                let (text, rewrite) =
+                    self.rewritten(self.text(Bytes::copy_from_slice(sql)), param_types, now);
                 if name.is_empty() {
                     self.unnamed_statement = Some(text.clone());
                 } else if self.prepared.len() < MAX_NAMED || self.prepared.contains_key(name) {
@@ -295,13 +313,22 @@ impl Tracker {
                     );
                 }
             }
-            FrontendMessage::Bind { portal, statement } => {
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                params,
+            } => {
                 let text = if statement.is_empty() {
                     self.unnamed_statement.clone()
                 } else {
                     self.prepared.get(statement).cloned()
                 }
                 .unwrap_or_else(|| self.unknown("prepared statement", statement));
+                if let (Some(target), Some(gate)) = (&text.shadow, self.gate.as_mut())
+                    && self.tx_status == b'I'
+                {
+                    gate.shadow_bind(&text, target, &self.session, params);
+                }
                 if portal.is_empty() {
                     self.unnamed_portal = Some(text.clone());
                 } else if self.portals.len() < MAX_NAMED || self.portals.contains_key(portal) {

@@ -94,6 +94,12 @@ pub struct Plan {
     generation: u64,
 }
 
+/// Whether a statement text holds a `$n` parameter (outside strings and comments).
+fn has_parameters(sql: &[u8]) -> bool {
+    memchr::memchr(b'$', sql).is_some()
+        && crate::sql::lexer::Lexer::new(sql).any(|t| t.kind == crate::sql::lexer::TokenKind::Param)
+}
+
 fn ser_arc_str<S: serde::Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(value)
 }
@@ -103,8 +109,10 @@ fn ser_arc_str<S: serde::Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S:
 pub enum Decision {
     /// Send this text instead.
     Apply(Bytes),
-    /// Send the original; `shadow` is the rewritten text, for sampled verification.
-    Shadow(Bytes),
+    /// Send the original; `rewritten` is for sampled verification. `at_bind`: the statement
+    /// has `$n` parameters, so samples are taken at Bind (where their values are); otherwise
+    /// this execution may already have been sampled.
+    Shadow { rewritten: Bytes, at_bind: bool },
     /// Send the original.
     Keep,
 }
@@ -117,6 +125,16 @@ pub struct ShadowRun {
     pub database: String,
     pub original: Bytes,
     pub rewritten: Bytes,
+    /// For a `$n` statement: the declared parameter types and the sampled Bind's values.
+    pub params: Option<ShadowParams>,
+}
+
+/// The parameters of one sampled execution of a prepared statement.
+#[derive(Debug)]
+pub struct ShadowParams {
+    /// Parameter type OIDs as the Parse declared them (0: unspecified).
+    pub types: Vec<u32>,
+    pub bind: crate::protocol::frontend::BindParams,
 }
 
 #[derive(Debug)]
@@ -234,16 +252,18 @@ impl Rewriter {
                 Decision::Apply(rewritten)
             }
             Verify::Shadow => {
-                if !in_transaction && self.sample(spec.sample_rate) {
+                let at_bind = has_parameters(sql);
+                if !at_bind && !in_transaction && self.sample(spec.sample_rate) {
                     self.shadow(ShadowRun {
                         rule: rule.id.clone(),
                         fingerprint,
                         database: database.to_owned(),
                         original: Bytes::copy_from_slice(sql),
                         rewritten: rewritten.clone(),
+                        params: None,
                     });
                 }
-                Decision::Shadow(rewritten)
+                Decision::Shadow { rewritten, at_bind }
             }
         }
     }
@@ -259,6 +279,44 @@ impl Rewriter {
         sql: &[u8],
     ) {
         let _ = self.current_plan(rule, spec, fingerprint, database, sql);
+    }
+
+    /// A Bind of a `$n` statement under shadow verification (outside a transaction block):
+    /// sampled at `rate`, its parameter values are decoded and queued with both statements.
+    pub fn shadow_bind(
+        &self,
+        fingerprint: Fingerprint,
+        database: &str,
+        original: &[u8],
+        target: &crate::event::ShadowTarget,
+        rate: f64,
+        params: &[u8],
+    ) {
+        if self.disabled.contains_key(&fingerprint) || !self.sample(rate) {
+            return;
+        }
+        let bind = match crate::protocol::frontend::BindParams::decode(params) {
+            Ok(bind) => bind,
+            Err(error) => {
+                tracing::debug!(%error, "shadow sample skipped: Bind not decodable");
+                return;
+            }
+        };
+        let types = target
+            .param_types
+            .get(2..)
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        self.shadow(ShadowRun {
+            rule: target.rule.clone(),
+            fingerprint,
+            database: database.to_owned(),
+            original: Bytes::copy_from_slice(original),
+            rewritten: target.sql.clone(),
+            params: Some(ShadowParams { types, bind }),
+        });
     }
 
     /// Queues a shadow run unless the queue is full.

@@ -301,9 +301,16 @@ async fn shadow_rows(
         .await
         .map_err(|e| db_error(&e))?;
     let result = async {
-        let a = rows(client, original).await?;
-        let b = rows(client, rewritten).await?;
-        Ok::<_, String>((a, b))
+        match &run.params {
+            None => Ok::<_, String>((
+                rows(client, original).await?,
+                rows(client, rewritten).await?,
+            )),
+            Some(params) => Ok((
+                rows_bound(client, original, params).await?,
+                rows_bound(client, rewritten, params).await?,
+            )),
+        }
     }
     .await;
     // Whatever happened, the transaction ends here; a failed ROLLBACK means a broken
@@ -325,6 +332,115 @@ async fn rows(client: &Client, sql: &str) -> Result<Vec<Row>, String> {
             _ => None,
         })
         .collect())
+}
+
+/// Runs a `$n` statement with one sampled execution's parameters, exactly as the client sent
+/// them (types as declared, each value in its format), and returns the rows in binary format.
+async fn rows_bound(
+    client: &Client,
+    sql: &str,
+    params: &super::ShadowParams,
+) -> Result<Vec<Row>, String> {
+    use tokio_postgres::types::{Kind, Type};
+    let types: Vec<Type> = params
+        .types
+        .iter()
+        .map(|&oid| {
+            Type::from_oid(oid).unwrap_or_else(|| {
+                // 0 is "unspecified"; other unknown OIDs (extension types) pass as they are.
+                Type::new(String::new(), oid, Kind::Pseudo, String::new())
+            })
+        })
+        .collect();
+    let statement = client
+        .prepare_typed(sql, &types)
+        .await
+        .map_err(|e| db_error(&e))?;
+    if statement.params().len() != params.bind.values.len() {
+        return Err("the sampled Bind has another parameter count".into());
+    }
+    let values: Vec<RawParam<'_>> = params
+        .bind
+        .values
+        .iter()
+        .zip(&params.bind.binary)
+        .map(|(value, &binary)| RawParam { value, binary })
+        .collect();
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+        .iter()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(&statement, &refs)
+        .await
+        .map_err(|e| db_error(&e))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| row.try_get::<_, RawValue>(i).ok().and_then(|v| v.0))
+                .collect()
+        })
+        .collect())
+}
+
+/// A parameter passed on byte for byte, in the format the client used.
+#[derive(Debug)]
+struct RawParam<'a> {
+    value: &'a Option<Vec<u8>>,
+    binary: bool,
+}
+
+impl tokio_postgres::types::ToSql for RawParam<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(match self.value {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                tokio_postgres::types::IsNull::No
+            }
+            None => tokio_postgres::types::IsNull::Yes,
+        })
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _ty: &tokio_postgres::types::Type) -> tokio_postgres::types::Format {
+        if self.binary {
+            tokio_postgres::types::Format::Binary
+        } else {
+            tokio_postgres::types::Format::Text
+        }
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A result column's bytes, whatever its type.
+struct RawValue(Option<Vec<u8>>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawValue {
+    fn from_sql(
+        _ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(Some(raw.to_vec())))
+    }
+
+    fn from_sql_null(
+        _ty: &tokio_postgres::types::Type,
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(None))
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
 }
 
 /// The kinds of a statement's constants, never their values: what a log line may say about

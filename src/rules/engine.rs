@@ -158,11 +158,13 @@ impl std::fmt::Debug for Known {
 /// The normalized text of a fingerprint seen before, if any.
 pub type KnownStatements = Arc<dyn Fn(Fingerprint) -> Option<String> + Send + Sync>;
 
-/// A rewrite the proxy must send in place of a statement.
+/// A rewrite the proxy must send in place of a statement, or (`shadow`) keep beside a
+/// prepared statement whose Binds are sampled for shadow verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteAction {
     pub rule: Arc<str>,
     pub sql: bytes::Bytes,
+    pub shadow: bool,
 }
 
 impl RuleEngine {
@@ -507,11 +509,44 @@ impl RuleEngine {
                 Decision::Apply(sql) => Some(RewriteAction {
                     rule: rule.id.clone(),
                     sql,
+                    shadow: false,
                 }),
-                Decision::Shadow(_) | Decision::Keep => None,
+                Decision::Shadow {
+                    rewritten,
+                    at_bind: true,
+                } => Some(RewriteAction {
+                    rule: rule.id.clone(),
+                    sql: rewritten,
+                    shadow: true,
+                }),
+                Decision::Shadow { at_bind: false, .. } | Decision::Keep => None,
             };
         }
         None
+    }
+
+    /// A Bind of a prepared statement under shadow verification: sampled at the rule's rate,
+    /// its parameters go with both statements to the side connection.
+    pub fn shadow_bind(
+        &self,
+        fingerprint: Fingerprint,
+        database: &str,
+        original: &[u8],
+        target: &crate::event::ShadowTarget,
+        params: &[u8],
+    ) {
+        let set = self.rules();
+        let Some(spec) = set.get(&target.rule).and_then(|rule| rule.rewrite.as_ref()) else {
+            return;
+        };
+        self.rewriter.shadow_bind(
+            fingerprint,
+            database,
+            original,
+            target,
+            spec.sample_rate,
+            params,
+        );
     }
 
     fn count(&self, stmt: &StatementInput<'_>, hits: &[Hit]) {

@@ -94,7 +94,27 @@ impl SessionGate for RuleSessionGate {
             .map(|r| event::Rewrite {
                 rule: r.rule,
                 sql: r.sql,
+                shadow: r.shadow,
             })
+    }
+
+    fn shadow_bind(
+        &mut self,
+        statement: &StatementText,
+        target: &event::ShadowTarget,
+        session: &SessionInfo,
+        params: &[u8],
+    ) {
+        let fingerprint = statement
+            .fingerprint
+            .unwrap_or_else(|| crate::sql::fingerprint(&statement.sql));
+        self.engine.shadow_bind(
+            fingerprint,
+            &session.database,
+            &statement.sql,
+            target,
+            params,
+        );
     }
 
     fn on_ready_for_query(&mut self, status: u8) {

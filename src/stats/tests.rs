@@ -57,6 +57,7 @@ impl Fixture {
             sql: Bytes::copy_from_slice(sql.as_bytes()),
             fingerprint: Some(Fingerprint(fp)),
             rewritten_by: None,
+            shadow: None,
         });
         let event = StatementEvent {
             session: &self.session,
@@ -410,6 +411,7 @@ fn none_fingerprint_is_computed_not_dropped() {
         sql: Bytes::from_static(b"SELECT 1"),
         fingerprint: None,
         rewritten_by: None,
+        shadow: None,
     });
     let event = StatementEvent {
         session: &f.session,

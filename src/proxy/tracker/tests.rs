@@ -74,7 +74,11 @@ fn parse<'a>(name: &'a [u8], sql: &'a [u8]) -> FrontendMessage<'a> {
 }
 
 fn bind<'a>(portal: &'a [u8], statement: &'a [u8]) -> FrontendMessage<'a> {
-    FrontendMessage::Bind { portal, statement }
+    FrontendMessage::Bind {
+        portal,
+        statement,
+        params: &[0, 0, 0, 0, 0, 0],
+    }
 }
 
 fn execute(portal: &[u8], max_rows: i32) -> FrontendMessage<'_> {
@@ -190,10 +194,7 @@ fn error_in_pipeline_skips_until_sync() {
         portal: b"",
         max_rows: 0,
     };
-    let bind = FrontendMessage::Bind {
-        portal: b"",
-        statement: b"s",
-    };
+    let bind = bind(b"", b"s");
     t.on_client_message(&parse(b"s", b"INSERT INTO t VALUES ($1)"), now);
     t.on_client_message(&FrontendMessage::Sync, now);
     for _ in 0..3 {
