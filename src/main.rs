@@ -31,6 +31,31 @@ enum Command {
     /// Check captured SQL against the rules (the staging guard for CI): SQL files, PostgreSQL
     /// logs or pgshape JSON statement logs; exits 1 on a hit at or above --fail-on.
     Check(CheckArgs),
+    /// Inspect the rewrites of a running pgshape.
+    #[command(subcommand)]
+    Rewrite(RewriteCommand),
+}
+
+#[derive(Subcommand)]
+enum RewriteCommand {
+    /// Show what the rewrite rules of a running pgshape decided for one query shape.
+    ///
+    /// Reads `GET /api/queries/{fingerprint}` of the admin API and prints the normalized
+    /// statement with its numbered slots (and which of them are lists), then per rule and
+    /// database the state, the template and a sample rewritten statement (or why there is
+    /// none), the outcome counts, and whether the rewrite is switched off. Exits 1 when the
+    /// admin API is unreachable or knows no rewrite for the shape.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// The shape's fingerprint (16 hex digits, as in /metrics, the admin page and the logs).
+    fingerprint: String,
+    /// Admin API of the running pgshape: http://host:port, or host:port as `serve --admin`
+    /// takes it.
+    #[arg(long, env = "PGSHAPE_ADMIN", default_value = "http://127.0.0.1:9187")]
+    admin: String,
 }
 
 #[derive(Args)]
@@ -224,7 +249,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Check(args) => check(args),
         Command::Demo(args) => demo(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Rewrite(RewriteCommand::Explain(args)) => {
+            explain(args).map(|()| std::process::ExitCode::SUCCESS)
+        }
     }
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    use pgshape::rewrite::explain;
+    let detail = explain::fetch(&args.admin, &args.fingerprint)?;
+    print!("{}", explain::render(&detail)?);
+    Ok(())
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<()> {

@@ -42,6 +42,12 @@ fn help_describes_serve_and_check() {
     let out = pgshape(&["check", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--pg-stat-statements"), "{text}");
+    let out = pgshape(&["rewrite", "explain", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--admin") && text.contains("FINGERPRINT"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -111,6 +117,22 @@ fn demo_catches_the_incident_shape_and_cleans_up() {
     assert!(text.contains("[fan-out judged by catalog]"), "{text}");
     assert!(
         text.contains("0 rule warnings, same 25 orders: yes"),
+        "{text}"
+    );
+    // Fixed live: the rule switched to rewrite, the unchanged query rewritten to EXISTS, and
+    // the same orders come back.
+    assert!(text.contains("3. The fix without a deploy"), "{text}");
+    assert!(
+        text.contains("proven from the catalog; the server now runs:")
+            && text.contains(r#"WHERE EXISTS (SELECT 1 FROM "shop_orderitem""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("5 statements rewritten, same 25 orders: yes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rewritten by distinct-over-fanout-join: p95"),
         "{text}"
     );
     // The SRE view links the slow shape to its endpoint and to the trace of its slowest run.
@@ -221,5 +243,388 @@ fn check_reads_the_busiest_shapes_from_pg_stat_statements() {
     assert!(
         err.contains("reading pg_stat_statements") && err.contains("connect"),
         "{err}"
+    );
+}
+
+/// Django's `.filter(items__sku='A').distinct().order_by('-items__price')`: the ordering column
+/// is the child's, so it must be in the select list and the join cannot move.
+const ORDER_BY_CHILD: &str = r#"SELECT DISTINCT "shop_order"."id", "shop_order"."customer_id", "shop_order"."status", "shop_order"."created_at", "shop_orderitem"."price" FROM "shop_order" INNER JOIN "shop_orderitem" ON ("shop_order"."id" = "shop_orderitem"."order_id") WHERE "shop_orderitem"."sku" = 'A' ORDER BY "shop_orderitem"."price" DESC LIMIT 25"#;
+
+/// The incident's list query, its `.distinct().count()` and the child-ordered variant, one per
+/// line, in `dir/incident.sql`.
+fn incident_file(dir: &std::path::Path) -> String {
+    let path = dir.join("incident.sql");
+    std::fs::write(
+        &path,
+        format!(
+            "{};\n{};\n{};\n",
+            support::shop::INCIDENT,
+            support::shop::COUNT,
+            ORDER_BY_CHILD
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn check_with_schema_dsn_prints_the_proven_rewrite() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    psql_query(&db, support::shop::SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let file = incident_file(dir.path());
+    let dsn = db.dsn();
+
+    let out = pgshape(&["check", "--schema-dsn", &dsn, &file]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings only: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let under = |line: usize| -> Vec<&str> {
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.starts_with(&format!(
+                    "{file}:{line}: warning [distinct-over-fanout-join]"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no hit on line {line}: {text}"));
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("    "))
+            .copied()
+            .collect()
+    };
+    // The list query: EXISTS in place of the join, the DISTINCT dropped (the select list holds
+    // the primary key), the statement's own constants, and Describe agreeing on the columns.
+    let list = under(1);
+    // The statements name no database: they are judged in the DSN's, by its catalog.
+    assert_eq!(
+        text.matches("[fan-out judged by catalog]").count(),
+        3,
+        "{text}"
+    );
+    assert!(
+        list.contains(
+            &r#"    rewrite (semi-join, DISTINCT dropped, result shape checked): SELECT "shop_order"."id", "shop_order"."customer_id", "shop_order"."status", "shop_order"."created_at" FROM "shop_order" WHERE EXISTS (SELECT 1 FROM "shop_orderitem" WHERE ("shop_order"."id" = "shop_orderitem"."order_id") AND "shop_orderitem"."sku" IN ('A', 'B')) ORDER BY "shop_order"."created_at" DESC LIMIT 25"#
+        ),
+        "{text}"
+    );
+    // `.distinct().count()`: the inner DISTINCT becomes EXISTS under the COUNT(*).
+    let count = under(2);
+    let rewrite = count
+        .iter()
+        .find(|l| l.starts_with("    rewrite (semi-join under COUNT(*), DISTINCT dropped, result shape checked): SELECT COUNT(*) FROM (SELECT "))
+        .unwrap_or_else(|| panic!("no COUNT(*) rewrite: {text}"));
+    assert!(
+        rewrite.contains(r#"WHERE EXISTS (SELECT 1 FROM "shop_orderitem" WHERE"#)
+            && rewrite.contains(r#""shop_orderitem"."sku" IN ('A', 'B')"#)
+            && !rewrite.contains("DISTINCT \""),
+        "{rewrite}"
+    );
+    // Ordered by the child's price: nothing can move, and the reason says why.
+    let child = under(3);
+    assert!(
+        child.iter().any(|l| l.starts_with("    not rewritable: ")
+            && l.contains("shop_orderitem: referenced by the select list")),
+        "{text}"
+    );
+    assert!(!text.contains("rewrite not proposed"), "{text}");
+
+    // JSON: a `rewrite` object per hit.
+    let out = pgshape(&["check", "--schema-dsn", &dsn, "--format", "json", &file]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let hits = report["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3, "{report:#}");
+    let first = &hits[0]["rewrite"];
+    assert!(
+        first["sql"]
+            .as_str()
+            .unwrap()
+            .contains("WHERE EXISTS (SELECT 1"),
+        "{first:#}"
+    );
+    assert_eq!(first["form"], "distinct");
+    assert_eq!(first["kind"], "semi_join");
+    assert_eq!(first["distinct_dropped"], true);
+    assert_eq!(first["result_shape_checked"], true);
+    assert_eq!(hits[1]["rewrite"]["form"], "count_over_distinct");
+    assert!(
+        hits[2]["rewrite"]["not_provable"]
+            .as_str()
+            .is_some_and(|r| r.contains("select list")),
+        "{report:#}"
+    );
+
+    // GitHub: the rewrite rides in the annotation.
+    let out = pgshape(&["check", "--schema-dsn", &dsn, "--format", "github", &file]);
+    let gh = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        gh.lines()
+            .next()
+            .unwrap()
+            .contains(" Rewrite (semi-join, DISTINCT dropped, result shape checked): SELECT "),
+        "{gh}"
+    );
+
+    // Without the catalog nothing is proven, and the report says what is missing.
+    let out = pgshape(&["check", &file]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches(
+            "\n    rewrite not proposed: needs --schema-dsn (a rewrite is proven from the catalog)\n"
+        )
+        .count(),
+        3,
+        "{text}"
+    );
+    assert!(!text.contains("EXISTS ("), "{text}");
+}
+
+#[test]
+fn check_applies_an_operator_template_without_a_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = incident_file(dir.path());
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let fingerprint = pgshape::sql::fingerprint(support::shop::INCIDENT.as_bytes());
+    let rule = |id: &str, template: &str| {
+        format!(
+            "id = \"{id}\"\ndescription = \"the orders panel, fixed without a deploy\"\n\
+             severity = \"warning\"\naction = \"rewrite\"\nmessage = \"rewritten\"\n\n\
+             [match]\nfingerprint = \"{fingerprint}\"\n\n[rewrite]\nsql = '''{template}'''\n"
+        )
+    };
+    std::fs::write(
+        rules.join("hotfix.toml"),
+        rule(
+            "orders-panel-hotfix",
+            r#"SELECT o.id FROM shop_order o WHERE EXISTS (SELECT 1 FROM shop_orderitem i WHERE i.order_id = o.id AND i.sku IN ($1)) ORDER BY o.created_at DESC LIMIT $2"#,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("misfit.toml"),
+        rule("orders-panel-misfit", "SELECT 1 WHERE $1 = 1"),
+    )
+    .unwrap();
+    let out = pgshape(&["check", "--rules", rules.to_str().unwrap(), &file]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "\n    rewrite (template): SELECT o.id FROM shop_order o WHERE EXISTS (SELECT 1 FROM shop_orderitem i WHERE i.order_id = o.id AND i.sku IN ('A', 'B')) ORDER BY o.created_at DESC LIMIT 25\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n    not rewritable: slot $1 is a list of values in the original"),
+        "{text}"
+    );
+}
+
+/// `pgshape serve` as a child process, killed on drop.
+struct Serve {
+    child: std::process::Child,
+    admin: std::net::SocketAddr,
+    listen: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Serve {
+    /// The shipped rules with the incident rule set to `action = "rewrite"`, the catalog on.
+    fn rewriting(cluster: &PgCluster, dsn: &str, dir: &std::path::Path) -> Serve {
+        let rules = dir.join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        for entry in std::fs::read_dir(shipped).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let mut text = std::fs::read_to_string(&path).unwrap();
+                if path.ends_with("distinct-over-fanout-join.toml") {
+                    text = text.replace("action = \"observe\"", "action = \"rewrite\"");
+                }
+                std::fs::write(rules.join(path.file_name().unwrap()), text).unwrap();
+            }
+        }
+        let (listen, admin) = (free_addr(), free_addr());
+        let log = dir.join("pgshape.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
+            .arg("serve")
+            .args(["--upstream", &cluster.addr().to_string()])
+            .args(["--listen", &listen.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--schema-dsn", dsn])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let serve = Serve {
+            child,
+            admin,
+            listen,
+            log,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::net::TcpStream::connect(admin).is_err()
+            || std::net::TcpStream::connect(listen).is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgshape serve did not start:\n{}",
+                std::fs::read_to_string(&serve.log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        serve
+    }
+
+    /// `GET /api/queries/{fp}` until `done` holds for its JSON (15 s at most).
+    fn wait_detail(
+        &self,
+        fingerprint: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let (status, body) =
+                support::http(self.admin, "GET", &format!("/api/queries/{fingerprint}"));
+            if status == 200 {
+                let detail: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                if done(&detail) {
+                    return detail;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no answer for {fingerprint} in time: {status} {body}\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn rewrite_explain_shows_a_running_proxys_decision() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    psql_query(&db, support::shop::SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::rewriting(cluster, &db.dsn(), dir.path());
+    let via = db.via(serve.listen);
+    for _ in 0..2 {
+        psql_query(&via, support::shop::INCIDENT);
+    }
+    let fingerprint = pgshape::sql::fingerprint(support::shop::INCIDENT.as_bytes()).to_string();
+    serve.wait_detail(&fingerprint, |d| {
+        d["rewrite"]["plans"]
+            .as_array()
+            .is_some_and(|plans| plans.iter().any(|p| p["state"] == "ready"))
+    });
+    // Proven now: this one is rewritten, and counted.
+    psql_query(&via, support::shop::INCIDENT);
+    let admin = format!("http://{}", serve.admin);
+
+    let out = pgshape(&["rewrite", "explain", &fingerprint, "--admin", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(&format!("fingerprint {fingerprint}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"WHERE "shop_orderitem"."sku" IN ($1 /*, ... */) ORDER BY "shop_order"."created_at" DESC LIMIT $2"#),
+        "{text}"
+    );
+    assert!(text.contains("\nslots:\n  $1  list: "), "{text}");
+    assert!(text.contains("\n  $2  single value\n"), "{text}");
+    assert!(text.contains("\nrewrite: enabled\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\nrule distinct-over-fanout-join, database {}\n",
+            db.dbname
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  state:    ready (semi-join, DISTINCT dropped, result shape checked)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"  template: SELECT "shop_order"."id""#)
+            && text.contains(r#"WHERE EXISTS (SELECT 1 FROM "shop_orderitem" WHERE ("shop_order"."id" = "shop_orderitem"."order_id") AND "shop_orderitem"."sku" IN ($1))"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"  sample:   SELECT "shop_order"."id""#)
+            && text.contains(r#""shop_orderitem"."sku" IN ('A', 'B')) ORDER BY "shop_order"."created_at" DESC LIMIT 25"#),
+        "{text}"
+    );
+    assert!(text.contains("\n  outcomes: applied "), "{text}");
+
+    // A host:port address, as `serve --admin` takes it, works too.
+    let bare = pgshape(&[
+        "rewrite",
+        "explain",
+        &fingerprint,
+        "--admin",
+        &serve.admin.to_string(),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&bare.stdout), text);
+
+    let fails = |args: &[&str], needle: &str| {
+        let out = pgshape(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    // A shape this pgshape never saw.
+    fails(
+        &["rewrite", "explain", "0123456789abcdef", "--admin", &admin],
+        "knows nothing of fingerprint 0123456789abcdef",
+    );
+    // A shape it saw, but no rewrite rule matched.
+    psql_query(&via, "SELECT 42");
+    let plain = pgshape::sql::fingerprint(b"SELECT 42").to_string();
+    serve.wait_detail(&plain, |_| true);
+    fails(
+        &["rewrite", "explain", &plain, "--admin", &admin],
+        &format!("fingerprint {plain} has statistics but no rewrite information"),
+    );
+    fails(
+        &["rewrite", "explain", "not-a-fingerprint", "--admin", &admin],
+        "a fingerprint is 16 hexadecimal digits",
+    );
+    drop(serve);
+    fails(
+        &["rewrite", "explain", &fingerprint, "--admin", &admin],
+        "cannot reach the admin API at http://",
     );
 }

@@ -286,6 +286,10 @@ async fn detail_reset_page_and_health() {
     );
     // The page shows the rules that hit a shape and its slowest trace (fields of the API rows).
     assert!(body.contains("r.rules") && body.contains("r.traceparent"));
+    // And each row's before/after of a rewrite, and the rewrite rules' decisions (sample or
+    // reason) from /api/rules.
+    assert!(body.contains("r.rewrite") && body.contains("fetch(\"api/rules\")"));
+    assert!(body.contains("shape.sample || shape.reason"));
     let (status, _, body) = server.request("GET", "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
 

@@ -5,12 +5,16 @@
 //! query shape before it reaches production. `main.rs` maps the flags onto [`CheckOptions`] and
 //! the outcome onto the exit code ([`CheckOutcome::failed`] → 1).
 //!
+//! A hit whose rule rewrites (action `rewrite`, or the dry run of an observing rule) also shows
+//! the rewrite it would get, proven as the proxy proves it, or why there is none ([`rewrite`]).
+//!
 //! Each statement is judged on its own (a file is not a connection), so rules that count
 //! repetition on a connection (`repeats_gt`, i.e. `n-plus-one`) never hit here.
 
 pub mod input;
 pub mod pgss;
 pub mod report;
+pub mod rewrite;
 
 #[cfg(test)]
 mod tests;
@@ -126,7 +130,20 @@ pub fn run_with_stdin(
     if let Some(oracle) = &opts.oracle {
         engine = engine.with_oracle(oracle.clone());
     }
-    let default_db = opts.database.clone().unwrap_or_default();
+    // The catalog behind the oracle, when --schema-dsn gave one: rewrites are proven from it.
+    let catalog = opts.oracle.clone().and_then(|o| o.as_catalog());
+    // A statement without a database of its own is judged in the DSN's (the one
+    // [`catalog_oracle`] loaded).
+    let default_db = opts
+        .database
+        .clone()
+        .or_else(|| {
+            catalog
+                .as_ref()
+                .map(|c| c.default_database().unwrap_or("postgres").to_owned())
+        })
+        .unwrap_or_default();
+    let mut pending: Vec<(usize, rewrite::Pending)> = Vec::new();
     let mut findings = Vec::new();
     let mut checked = Vec::new();
     let mut totals = Totals::default();
@@ -160,6 +177,17 @@ pub fn run_with_stdin(
             };
             let verdict = engine.evaluate(&input, &mut ConnectionRuleState::new(), Instant::now());
             for hit in verdict.hits {
+                // Whatever the action: an observing rule shows what it would send.
+                if let Some(spec) = &hit.rule.rewrite {
+                    pending.push((
+                        findings.len(),
+                        rewrite::Pending {
+                            spec: spec.clone(),
+                            sql: stmt.sql.clone(),
+                            database: database.clone(),
+                        },
+                    ));
+                }
                 findings.push(Finding {
                     file: name.clone(),
                     line: stmt.line,
@@ -172,9 +200,17 @@ pub fn run_with_stdin(
                     decided_by: hit.decided_by.map(|k| k.as_str().to_owned()),
                     statement: display_sql(&stmt.sql),
                     note: stmt.note.clone(),
+                    rewrite: None,
                 });
             }
         }
+    }
+    let (at, jobs): (Vec<usize>, Vec<rewrite::Pending>) = pending.into_iter().unzip();
+    for (i, info) in at
+        .into_iter()
+        .zip(rewrite::resolve(&jobs, catalog.as_ref()))
+    {
+        findings[i].rewrite = Some(info);
     }
     totals.hits = findings.len();
     report::write(opts.format, &findings, &checked, totals, out)?;

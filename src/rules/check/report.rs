@@ -37,6 +37,10 @@ pub struct Finding {
     /// What the source knows about the statement (pg_stat_statements: calls and time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The rewrite the hit's rule would send, or why there is none (only for rules that
+    /// rewrite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<super::rewrite::RewriteInfo>,
 }
 
 /// Totals, printed by every format.
@@ -80,6 +84,9 @@ fn human(findings: &[Finding], totals: Totals, out: &mut dyn Write) -> io::Resul
         if let Some(hint) = &f.hint {
             writeln!(out, "    hint: {hint}")?;
         }
+        if let Some(rewrite) = &f.rewrite {
+            writeln!(out, "    {}", rewrite.line())?;
+        }
     }
     writeln!(
         out,
@@ -111,6 +118,14 @@ fn github(findings: &[Finding], out: &mut dyn Write) -> io::Result<()> {
         if let Some(hint) = &f.hint {
             text.push_str(" Hint: ");
             text.push_str(hint);
+        }
+        if let Some(rewrite) = &f.rewrite {
+            // "Rewrite (…): …", "Not rewritable: …", "Rewrite not proposed: …"
+            let line = rewrite.line();
+            let mut chars = line.chars();
+            text.push(' ');
+            text.extend(chars.next().map(|c| c.to_ascii_uppercase()));
+            text.push_str(chars.as_str());
         }
         writeln!(
             out,
@@ -190,9 +205,13 @@ fn junit(
                 xml(&f.rule),
                 xml(&format!("{}: {}", f.severity, f.message)),
                 xml(&format!(
-                    "{}\nhint: {}",
+                    "{}\nhint: {}{}",
                     f.statement,
-                    f.hint.as_deref().unwrap_or("")
+                    f.hint.as_deref().unwrap_or(""),
+                    f.rewrite
+                        .as_ref()
+                        .map(|r| format!("\n{}", r.line()))
+                        .unwrap_or_default()
                 ))
             )?;
         }

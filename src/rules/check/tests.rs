@@ -224,3 +224,52 @@ fn unreadable_input_and_broken_rules_are_errors() {
     let err = run_with_stdin(&opts, &mut &b"SELECT 1"[..], &mut Vec::new()).expect_err("bad rules");
     assert!(err.to_string().contains("bad.toml:2:"), "{err}");
 }
+
+#[test]
+fn rewriting_rules_say_what_they_would_send() {
+    let sql = "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id;\n\
+               DELETE FROM sessions;\n";
+    let base = CheckOptions {
+        inputs: vec!["-".into()],
+        ..CheckOptions::default()
+    };
+    // No catalog: the built-in rewrite is not proposed, and the report says what is missing.
+    let (_, text) = check(&base, sql);
+    let needs = format!("    rewrite not proposed: {}\n", rewrite::NEEDS_SCHEMA_DSN);
+    assert_eq!(text.matches(&needs).count(), 1, "{text}");
+    // A rule without a rewrite prints as it always did.
+    assert!(
+        text.contains(
+            "    DELETE FROM sessions\n    hint: add a WHERE clause; to really empty a table use \
+             TRUNCATE, or WHERE true to say you mean it\n2 statements checked"
+        ),
+        "{text}"
+    );
+    let (_, json) = check(
+        &CheckOptions {
+            format: Format::Json,
+            ..base.clone()
+        },
+        sql,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(doc["hits"][0]["rule"], "distinct-over-fanout-join");
+    assert_eq!(
+        doc["hits"][0]["rewrite"]["not_proposed"],
+        rewrite::NEEDS_SCHEMA_DSN
+    );
+    assert_eq!(doc["hits"][1]["rule"], "update-or-delete-without-where");
+    assert!(doc["hits"][1].get("rewrite").is_none(), "{json}");
+
+    let (_, xml) = check(
+        &CheckOptions {
+            format: Format::Junit,
+            ..base
+        },
+        sql,
+    );
+    assert!(
+        xml.contains("\nrewrite not proposed: needs --schema-dsn"),
+        "{xml}"
+    );
+}
