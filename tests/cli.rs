@@ -4,6 +4,7 @@ mod support;
 
 use std::process::Command;
 
+use support::serve::{Serve, free_addr};
 use support::{PgCluster, psql_query};
 
 fn pgshape(args: &[&str]) -> std::process::Output {
@@ -427,31 +428,16 @@ fn check_applies_an_operator_template_without_a_catalog() {
     );
 }
 
-/// `pgshape serve` as a child process, killed on drop.
-struct Serve {
-    child: std::process::Child,
+/// `pgshape serve` as a child process (killed on drop) with its proxy and admin addresses.
+struct Rewriting {
+    serve: Serve,
     admin: std::net::SocketAddr,
     listen: std::net::SocketAddr,
-    log: std::path::PathBuf,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-impl Serve {
+impl Rewriting {
     /// The shipped rules with the incident rule set to `action = "rewrite"`, the catalog on.
-    fn rewriting(cluster: &PgCluster, dsn: &str, dir: &std::path::Path) -> Serve {
+    fn start(cluster: &PgCluster, dsn: &str, dir: &std::path::Path) -> Rewriting {
         let rules = dir.join("rules");
         std::fs::create_dir(&rules).unwrap();
         let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
@@ -466,26 +452,20 @@ impl Serve {
             }
         }
         let (listen, admin) = (free_addr(), free_addr());
-        let log = dir.join("pgshape.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
-            .arg("serve")
-            .args(["--upstream", &cluster.addr().to_string()])
-            .args(["--listen", &listen.to_string()])
-            .args(["--admin", &admin.to_string()])
-            .arg("--rules")
-            .arg(&rules)
-            .args(["--schema-dsn", dsn])
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let serve = Serve {
-            child,
-            admin,
-            listen,
-            log,
-        };
+        let serve = Serve::spawn(
+            cluster,
+            &rules,
+            &[
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+                "--schema-dsn",
+                dsn,
+            ],
+            &[],
+            dir.join("pgshape.log"),
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         while std::net::TcpStream::connect(admin).is_err()
             || std::net::TcpStream::connect(listen).is_err()
@@ -493,11 +473,15 @@ impl Serve {
             assert!(
                 std::time::Instant::now() < deadline,
                 "pgshape serve did not start:\n{}",
-                std::fs::read_to_string(&serve.log).unwrap_or_default()
+                serve.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        serve
+        Rewriting {
+            serve,
+            admin,
+            listen,
+        }
     }
 
     /// `GET /api/queries/{fp}` until `done` holds for its JSON (15 s at most).
@@ -519,7 +503,7 @@ impl Serve {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no answer for {fingerprint} in time: {status} {body}\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.serve.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -532,7 +516,7 @@ fn rewrite_explain_shows_a_running_proxys_decision() {
     let db = cluster.fresh_database();
     psql_query(&db, support::shop::SCHEMA);
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::rewriting(cluster, &db.dsn(), dir.path());
+    let serve = Rewriting::start(cluster, &db.dsn(), dir.path());
     let via = db.via(serve.listen);
     for _ in 0..2 {
         psql_query(&via, support::shop::INCIDENT);

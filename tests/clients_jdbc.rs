@@ -10,40 +10,17 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::client::run_with_timeout;
-use support::{AuthUser, ConnParams, battery};
-
-fn jdbc_jar() -> PathBuf {
-    let jar = std::env::var_os("PGSHAPE_JDBC_JAR").map_or_else(
-        || PathBuf::from("/usr/share/java/postgresql.jar"),
-        PathBuf::from,
-    );
-    assert!(
-        jar.is_file(),
-        "the PostgreSQL JDBC driver is not at {}: apt-get install -y libpostgresql-jdbc-java \
-         (.ci/run does), or set PGSHAPE_JDBC_JAR",
-        jar.display()
-    );
-    jar
-}
+use support::client::run_json;
+use support::{AuthUser, ConnParams, battery, java_with_jdbc};
 
 fn run_battery(conn: &ConnParams) -> Value {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/JdbcBattery.java");
-    let mut cmd = Command::new("java");
-    cmd.arg("-cp")
-        .arg(jdbc_jar())
-        .arg(source)
-        .args([&conn.host, &conn.port.to_string(), &conn.dbname, &conn.user])
+    let mut cmd = java_with_jdbc("JdbcBattery.java");
+    cmd.args([&conn.host, &conn.port.to_string(), &conn.dbname, &conn.user])
         .arg(conn.password.clone().unwrap_or_default());
-    let out = run_with_timeout(cmd, None, Duration::from_secs(180));
-    out.assert_success();
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("the JDBC battery printed no JSON ({e}):\n{}", out.stdout))
+    run_json("the JDBC battery", cmd, Duration::from_secs(180))
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::client::run_with_timeout;
+use support::client::run_json;
 use support::{AuthUser, ConnParams, battery, python};
 
 /// How the battery wants its connection string.
@@ -34,10 +34,7 @@ fn run_battery(script: &str, conn: &ConnParams, dsn: Dsn) -> Value {
         .current_dir(&dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PGCONNECT_TIMEOUT", "10");
-    let out = run_with_timeout(cmd, None, Duration::from_secs(180));
-    out.assert_success();
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{}", out.stdout))
+    run_json(script, cmd, Duration::from_secs(180))
 }
 
 fn direct_and_proxied(script: &str, user: AuthUser, dsn: Dsn) {

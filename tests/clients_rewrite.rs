@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use pgshape::sql::{Fingerprint, fingerprint};
 use serde_json::Value;
-use support::client::run_with_timeout;
-use support::python;
+use support::client::run_json;
 use support::shop::{COUNT, INCIDENT, Shop};
+use support::{java_with_jdbc, python};
 
 const RULE: &str = "distinct-over-fanout-join";
 
@@ -36,14 +36,6 @@ fn fp_incident() -> Fingerprint {
 
 fn fp_count() -> Fingerprint {
     fingerprint(COUNT.as_bytes())
-}
-
-/// Runs a battery program and parses the JSON it prints.
-fn run(name: &str, cmd: Command) -> Value {
-    let out = run_with_timeout(cmd, None, Duration::from_secs(120));
-    out.assert_success();
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}):\n{}", out.stdout))
 }
 
 /// How the Python driver wants its connection string.
@@ -69,30 +61,12 @@ fn python_battery(shop: &Shop, script: &str, dsn: Dsn) -> Value {
         .current_dir(&dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PGCONNECT_TIMEOUT", "10");
-    run(script, cmd)
-}
-
-fn jdbc_jar() -> PathBuf {
-    let jar = std::env::var_os("PGSHAPE_JDBC_JAR").map_or_else(
-        || PathBuf::from("/usr/share/java/postgresql.jar"),
-        PathBuf::from,
-    );
-    assert!(
-        jar.is_file(),
-        "the PostgreSQL JDBC driver is not at {}: apt-get install -y libpostgresql-jdbc-java \
-         (.ci/run does), or set PGSHAPE_JDBC_JAR",
-        jar.display()
-    );
-    jar
+    run_json(script, cmd, Duration::from_secs(120))
 }
 
 fn jdbc_battery(shop: &Shop) -> Value {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/RewriteBattery.java");
-    let mut cmd = Command::new("java");
-    cmd.arg("-cp")
-        .arg(jdbc_jar())
-        .arg(source)
-        .arg(&shop.db.dbname)
+    let mut cmd = java_with_jdbc("RewriteBattery.java");
+    cmd.arg(&shop.db.dbname)
         .arg(&shop.db.user)
         .arg(shop.db.password.clone().unwrap_or_default())
         .arg(shop.db.addr().to_string())
@@ -100,7 +74,7 @@ fn jdbc_battery(shop: &Shop) -> Value {
         .arg(shop.admin().to_string())
         .arg(fp_incident().to_string())
         .arg(fp_count().to_string());
-    run("RewriteBattery.java", cmd)
+    run_json("RewriteBattery.java", cmd, Duration::from_secs(120))
 }
 
 /// The `/api/queries` row of `fp`.

@@ -5,89 +5,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use support::serve::{Serve, free_addr};
 use support::{PgCluster, psql_query};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 const QUERY: &str = "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id";
-
-struct Serve {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-impl Serve {
-    /// `pgshape serve` in front of `cluster` with the rules in `rules` (its log goes there too)
-    /// plus `args` and `env`; returns once `ready` is in the log.
-    fn start(
-        cluster: &PgCluster,
-        rules: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-        ready: &str,
-    ) -> Serve {
-        let log = rules.join("pgshape.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgshape"))
-            .arg("serve")
-            .args(["--upstream", &cluster.addr().to_string()])
-            .arg("--rules")
-            .arg(rules)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let serve = Serve { child, log };
-        serve.wait_log(ready);
-        serve
-    }
-
-    fn hup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 fn write_rule(dir: &Path, action: &str) {
     let shipped =
@@ -111,13 +35,14 @@ async fn sighup_reloads_rules_without_dropping_connections() {
     let rules = tempfile::tempdir().unwrap();
     write_rule(rules.path(), "observe");
     let listen = free_addr();
-    let serve = Serve::start(
+    let serve = Serve::spawn(
         cluster,
         rules.path(),
         &["--admin", "off", "--listen", &listen.to_string()],
         &[],
-        "pgshape listening",
+        rules.path().join("pgshape.log"),
     );
+    serve.wait_log("pgshape listening");
 
     let via = db.via(listen);
     let (client, mut connection) = via.tokio_config().connect(NoTls).await.unwrap();
@@ -166,7 +91,7 @@ fn http_reload_needs_the_admin_token_given_in_the_environment() {
     let rules = tempfile::tempdir().unwrap();
     write_rule(rules.path(), "observe");
     let (listen, admin) = (free_addr(), free_addr());
-    let serve = Serve::start(
+    let serve = Serve::spawn(
         cluster,
         rules.path(),
         &[
@@ -176,8 +101,9 @@ fn http_reload_needs_the_admin_token_given_in_the_environment() {
             &admin.to_string(),
         ],
         &[("PGSHAPE_ADMIN_TOKEN", "tok-7f3a")],
-        "admin listener ready",
+        rules.path().join("pgshape.log"),
     );
+    serve.wait_log("admin listener ready");
 
     for (authorization, status) in [
         (None, 401),

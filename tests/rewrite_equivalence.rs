@@ -12,11 +12,7 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use pgshape::rewrite::semijoin::{Form, propose};
-use pgshape::rules::CatalogOracle;
 use support::{PgCluster, Rng, psql_query};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -807,9 +803,7 @@ async fn semijoin_rewrites_return_the_same_rows() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
     psql_query(&db, SCHEMA);
-    let oracle = Arc::new(CatalogOracle::new(&db.dsn(), Duration::from_secs(3600)).expect("dsn"));
-    oracle.refresh(&db.dbname).await.expect("catalog loads");
-    let snapshot = oracle.snapshot(&db.dbname).expect("snapshot");
+    let (_oracle, snapshot) = support::client::loaded_catalog(&db).await;
     let client = support::client::tokio_connect(&db).await;
 
     // The data must have what the variants are meant to trip over.

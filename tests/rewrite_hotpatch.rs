@@ -306,12 +306,8 @@ async fn templates_that_do_not_fit_are_refused_with_their_reason() {
     let (status, body) = shop.reload();
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("the template does not parse"), "{body}");
-    let rules = shop.json("GET", "/api/rules");
-    let hotfix_rule = rules["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "orders-panel-hotfix")
+    let hotfix_rule = shop
+        .rule("orders-panel-hotfix")
         .expect("previous rules still loaded");
     assert_eq!(hotfix_rule["rewrite"]["sql"], SWAPPED);
 }

@@ -29,6 +29,15 @@ fn login(shop: &Shop, direct: bool) -> RawConn {
     RawConn::login(addr, &shop.db.user, &shop.db.dbname)
 }
 
+/// pgshape in front of the shop with the incident rule's `action`, and raw connections through
+/// it and straight to the server.
+fn start(action: &str) -> (Shop, RawConn, RawConn) {
+    let shop = Shop::start(action, &[]);
+    let via = login(&shop, false);
+    let direct = login(&shop, true);
+    (shop, via, direct)
+}
+
 /// Sends `bytes` and returns every message up to and including ReadyForQuery.
 fn exchange(conn: &mut RawConn, bytes: &[u8]) -> Vec<BackendMsg> {
     assert!(conn.send(bytes));
@@ -87,9 +96,7 @@ fn prove(shop: &Shop, conn: &mut RawConn, sql: &str) -> serde_json::Value {
 
 #[test]
 fn incident_and_count_are_rewritten_and_the_client_sees_the_same_bytes() {
-    let shop = Shop::start("rewrite", &[]);
-    let mut via = login(&shop, false);
-    let mut direct = login(&shop, true);
+    let (shop, mut via, mut direct) = start("rewrite");
 
     let plan = prove(&shop, &mut via, INCIDENT);
     assert_eq!(plan["state"], "ready", "{plan:#}");
@@ -179,9 +186,7 @@ fn incident_and_count_are_rewritten_and_the_client_sees_the_same_bytes() {
 
 #[test]
 fn unprovable_shapes_pass_unchanged_with_the_reason_on_record() {
-    let shop = Shop::start("rewrite", &[]);
-    let mut via = login(&shop, false);
-    let mut direct = login(&shop, true);
+    let (shop, mut via, mut direct) = start("rewrite");
     let plan = prove(&shop, &mut via, ORDER_BY_CHILD);
     assert_eq!(plan["state"], "not_provable", "{plan:#}");
     let reason = plan["reason"].as_str().unwrap();
@@ -205,13 +210,7 @@ fn unprovable_shapes_pass_unchanged_with_the_reason_on_record() {
         "the execution after the decision is counted as not provable"
     );
     // The reason is shown where operators look.
-    let rules = shop.json("GET", "/api/rules");
-    let rule = rules["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == RULE)
-        .unwrap();
+    let rule = shop.rule(RULE).unwrap();
     let shapes = rule["rewrite"]["shapes"].as_array().unwrap();
     assert!(
         shapes
@@ -223,22 +222,14 @@ fn unprovable_shapes_pass_unchanged_with_the_reason_on_record() {
 
 #[test]
 fn observe_is_a_dry_run_that_shows_the_rewrite() {
-    let shop = Shop::start("observe", &[]);
-    let mut via = login(&shop, false);
-    let mut direct = login(&shop, true);
+    let (shop, mut via, mut direct) = start("observe");
     let plan = prove(&shop, &mut via, INCIDENT);
     assert_eq!(plan["state"], "ready", "{plan:#}");
     let q = support::raw::query(&incident(&["A"], 7));
     assert_eq!(exchange(&mut via, &q), exchange(&mut direct, &q));
     let fp = fingerprint(INCIDENT.as_bytes());
     assert_eq!(applied(&shop, fp), 0, "observe never rewrites");
-    let rules = shop.json("GET", "/api/rules");
-    let rule = rules["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == RULE)
-        .unwrap();
+    let rule = shop.rule(RULE).unwrap();
     assert_eq!(rule["rewrite"]["applied"], false);
     let shape = &rule["rewrite"]["shapes"][0];
     assert!(
@@ -254,9 +245,7 @@ fn observe_is_a_dry_run_that_shows_the_rewrite() {
 
 #[test]
 fn a_schema_change_makes_the_proof_start_over() {
-    let shop = Shop::start("rewrite", &[]);
-    let mut via = login(&shop, false);
-    let mut direct = login(&shop, true);
+    let (shop, mut via, mut direct) = start("rewrite");
     let plan = prove(&shop, &mut via, INCIDENT);
     assert_eq!(plan["distinct_dropped"], true, "{plan:#}");
     // Without the primary key nothing proves the selected rows distinct: the DISTINCT must

@@ -52,9 +52,7 @@ async fn catalog_decides_fanout_and_table_size() {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
     psql_query(&db, SCHEMA);
-    let oracle = Arc::new(CatalogOracle::new(&db.dsn(), Duration::from_secs(3600)).expect("dsn"));
-    oracle.refresh(&db.dbname).await.expect("catalog loads");
-    let snapshot = oracle.snapshot(&db.dbname).expect("snapshot");
+    let (oracle, snapshot) = support::client::loaded_catalog(&db).await;
     let table = |name: &str| {
         snapshot
             .table(&TableRef {

@@ -14,7 +14,6 @@ use pgshape::app::App;
 use pgshape::config::Config;
 use pgshape::protocol::encode;
 use support::{ConnParams, PgCluster, psql, psql_query};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 const SCHEMA: &str = "CREATE TABLE shop_order(id bigserial primary key, customer_id int, \
@@ -62,12 +61,9 @@ impl Running {
         psql_query(&db, SCHEMA);
         let rules = rules_dir(action);
         let mut config = Config {
-            listen: "127.0.0.1:0".into(),
-            upstream: cluster.addr().to_string(),
-            admin: Some("127.0.0.1:0".into()),
             workers: 2,
             shutdown_grace_ms: 1_000,
-            ..Config::default()
+            ..support::app_config(cluster)
         };
         config.rules.dir = Some(rules.path().to_owned());
         adjust(&mut config, &db);
@@ -106,11 +102,7 @@ impl Running {
     }
 
     async fn tokio_client(&self) -> tokio_postgres::Client {
-        let (client, connection) = self.via().tokio_config().connect(NoTls).await.unwrap();
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        support::client::tokio_connect(&self.via()).await
     }
 }
 

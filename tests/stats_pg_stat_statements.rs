@@ -295,12 +295,9 @@ async fn grouping_agrees_with_pg_stat_statements_except_by_design() {
     psql_query(&db, SCHEMA);
     let major = cluster.major_version();
     let app = App::start(Config {
-        listen: "127.0.0.1:0".into(),
-        upstream: cluster.addr().to_string(),
-        admin: Some("127.0.0.1:0".into()),
         workers: 2,
         shutdown_grace_ms: 1_000,
-        ..Config::default()
+        ..support::app_config(cluster)
     })
     .expect("pgshape starts");
     let admin = app.admin_addr().unwrap();

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 
+use crate::rules::metrics::{counter_family, counter_metric};
 use crate::sql::Fingerprint;
 
 const MAX_FINGERPRINTS: usize = 10_000;
@@ -193,31 +194,16 @@ impl Collector for CountsCollector {
             .into_iter()
             .map(|(rule, fingerprint, outcome, n)| {
                 // Labels in name order, as the crate's own vectors write them.
-                let labels = [
-                    ("fingerprint", fingerprint.as_str()),
-                    ("outcome", outcome),
-                    ("rule", rule.as_str()),
-                ]
-                .into_iter()
-                .map(|(name, value)| {
-                    let mut l = LabelPair::default();
-                    l.set_name(name.to_owned());
-                    l.set_value(value.to_owned());
-                    l
-                })
-                .collect();
-                let mut c = Counter::default();
-                c.set_value(n as f64);
-                let mut m = Metric::from_label(labels);
-                m.set_counter(c);
-                m
+                counter_metric(
+                    &[
+                        ("fingerprint", fingerprint.as_str()),
+                        ("outcome", outcome),
+                        ("rule", rule.as_str()),
+                    ],
+                    n,
+                )
             })
             .collect();
-        let mut family = MetricFamily::default();
-        family.set_name(NAME.into());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(MetricType::COUNTER);
-        family.set_metric(metrics);
-        vec![family]
+        vec![counter_family(NAME, &self.desc.help, metrics)]
     }
 }

@@ -19,6 +19,7 @@
 //! Until a proof finishes (and whenever it fails) statements pass through unchanged.
 
 pub mod compare;
+pub mod describe;
 pub mod explain;
 pub mod metrics;
 pub mod semijoin;

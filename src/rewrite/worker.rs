@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::compare::{self, Row, Verdict};
+use super::describe::{DescribeError, db_error, describe_both};
 use super::metrics::Outcome;
 use super::semijoin;
 use super::template::Template;
 use super::{Job, Plan, PlanState, Rewriter, ShadowRun};
+use crate::rules::catalog::ConnectError;
 use crate::rules::spec::{RewriteSpec, Rule};
 
 /// Longest a shadow statement may run on the side connection.
@@ -70,21 +72,15 @@ impl SideConnections {
             .as_ref()
             .ok_or_else(|| "no schema connection (--schema-dsn)".to_owned())?;
         if self.clients.get(database).is_none_or(Client::is_closed) {
-            let mut config = catalog.connect_config(database);
-            config.application_name("pgshape-rewrite");
-            let timeout = config
-                .get_connect_timeout()
-                .copied()
-                .unwrap_or(Duration::from_secs(5));
-            let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+            let (client, _driver) = catalog
+                .connect(database, Some("pgshape-rewrite"))
                 .await
-                .map_err(|_| format!("side connection to {database}: connect timed out"))?
-                .map_err(|e| format!("side connection to {database}: {e}"))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "rewrite side connection ended");
-                }
-            });
+                .map_err(|error| match error {
+                    ConnectError::Timeout => {
+                        format!("side connection to {database}: connect timed out")
+                    }
+                    ConnectError::Failed(e) => format!("side connection to {database}: {e}"),
+                })?;
             self.clients.insert(database.to_owned(), client);
         }
         self.clients
@@ -155,7 +151,7 @@ async fn prove(
         };
     };
     let described = if rewriter.catalog.is_some() {
-        match describe_both(rewriter, side, database, original_text, rewritten_text).await {
+        match describe(rewriter, side, database, original_text, rewritten_text).await {
             Ok(()) => true,
             Err(DescribeError::Original(e)) => {
                 return PlanState::NotProvable {
@@ -182,16 +178,8 @@ async fn prove(
     }
 }
 
-enum DescribeError {
-    /// The original itself does not prepare there (a temporary table, another search_path).
-    Original(String),
-    /// The rewrite does not prepare, or describes differently.
-    Rewrite(String),
-}
-
-/// Prepares both statements and compares their parameter types and result columns (names,
-/// types, order): what a client sees of a statement through Describe.
-async fn describe_both(
+/// Prepares both statements on the database's side connection: see [`describe_both`].
+async fn describe(
     rewriter: &Rewriter,
     side: &mut SideConnections,
     database: &str,
@@ -202,45 +190,7 @@ async fn describe_both(
         .get(rewriter, database)
         .await
         .map_err(DescribeError::Original)?;
-    let a = client
-        .prepare(original)
-        .await
-        .map_err(|e| DescribeError::Original(db_error(&e)))?;
-    let b = client.prepare(rewritten).await.map_err(|e| {
-        DescribeError::Rewrite(format!("the rewrite does not prepare: {}", db_error(&e)))
-    })?;
-    let types = |ts: &[tokio_postgres::types::Type]| {
-        ts.iter().map(|t| t.name().to_owned()).collect::<Vec<_>>()
-    };
-    if a.params() != b.params() {
-        return Err(DescribeError::Rewrite(format!(
-            "parameter types differ: original ({}) vs rewrite ({})",
-            types(a.params()).join(", "),
-            types(b.params()).join(", ")
-        )));
-    }
-    let columns = |s: &tokio_postgres::Statement| {
-        s.columns()
-            .iter()
-            .map(|c| format!("{} {}", c.name(), c.type_().name()))
-            .collect::<Vec<_>>()
-    };
-    let (ca, cb) = (columns(&a), columns(&b));
-    if ca != cb {
-        return Err(DescribeError::Rewrite(format!(
-            "the result columns differ: original ({}) vs rewrite ({})",
-            ca.join(", "),
-            cb.join(", ")
-        )));
-    }
-    Ok(())
-}
-
-fn db_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
+    describe_both(client, original, rewritten, None).await
 }
 
 /// Runs both statements in one REPEATABLE READ READ ONLY transaction (one snapshot, so

@@ -38,6 +38,14 @@ pub enum CatalogError {
     Timeout { database: String },
 }
 
+/// Why [`CatalogOracle::connect`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Not connected within the DSN's `connect_timeout` (5 s when it sets none).
+    Timeout,
+    Failed(tokio_postgres::Error),
+}
+
 /// A foreign key, for reporting which relationship a join follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ForeignKey {
@@ -200,6 +208,41 @@ impl CatalogOracle {
         config
     }
 
+    /// Connects to `database` with [`Self::connect_config`] (and `application_name`, when
+    /// given) within the DSN's `connect_timeout`. The connection is driven by a spawned task,
+    /// returned so a caller can wait for it to end after dropping the client.
+    ///
+    /// # Errors
+    /// When connecting fails or times out.
+    pub async fn connect(
+        &self,
+        database: &str,
+        application_name: Option<&str>,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), ConnectError> {
+        let mut config = self.connect_config(database);
+        if let Some(name) = application_name {
+            config.application_name(name);
+        }
+        let timeout = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(5));
+        let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Failed)?;
+        let (database, application_name) = (
+            database.to_owned(),
+            config.get_application_name().unwrap_or_default().to_owned(),
+        );
+        let driver = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, database, application_name, "schema connection ended");
+            }
+        });
+        Ok((client, driver))
+    }
+
     /// The database the DSN names, used when a caller has no statement database (`check`).
     pub fn default_database(&self) -> Option<&str> {
         self.base.get_dbname()
@@ -298,23 +341,15 @@ impl CatalogOracle {
             database: database.to_owned(),
             source,
         };
-        let mut config = self.base.clone();
-        config.dbname(database);
-        let timeout = config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(5));
-        let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+        let (client, driver) = self
+            .connect(database, None)
             .await
-            .map_err(|_| CatalogError::Timeout {
-                database: database.to_owned(),
-            })?
-            .map_err(query_err)?;
-        let driver = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "catalog connection ended");
-            }
-        });
+            .map_err(|error| match error {
+                ConnectError::Timeout => CatalogError::Timeout {
+                    database: database.to_owned(),
+                },
+                ConnectError::Failed(source) => query_err(source),
+            })?;
         let result = Self::read(&client).await.map_err(query_err);
         drop(client);
         let _ = driver.await;
@@ -399,6 +434,10 @@ impl UniquenessOracle for CatalogOracle {
 
     fn generation(&self, database: &str) -> u64 {
         self.snapshots.get(database).map_or(0, |s| s.generation)
+    }
+
+    fn changes(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     fn as_catalog(self: Arc<Self>) -> Option<Arc<CatalogOracle>> {

@@ -16,7 +16,7 @@ use super::matcher::Subject;
 use super::metrics::RuleMetrics;
 use super::oracle::{FanoutCache, HeuristicOracle, OracleKind, UniquenessOracle};
 use super::spec::{Rule, RuleLoadError, RuleSet};
-use super::state::ConnectionRuleState;
+use super::state::{ConnectionRuleState, StaticMatch};
 use super::{Action, Mode, RulesConfig, Severity};
 use crate::rewrite::{Decision, Rewriter};
 use crate::sql::Fingerprint;
@@ -402,8 +402,27 @@ impl RuleEngine {
         if set.rules.is_empty() {
             return Verdict::allow();
         }
+        // What the rules that depend on the shape alone decided for this shape on this
+        // connection before: under the same rule set, catalog and application name they decide
+        // the same again, so a repeated statement skips their evaluation (and its facts).
+        let cached = conn.static_matches(
+            set.id,
+            self.oracle.changes(),
+            stmt.application_name,
+            stmt.fingerprint,
+        );
+        if let Some(statics) = &cached
+            && !set.dynamic
+            && statics.iter().all(|m| *m == StaticMatch::No)
+        {
+            return Verdict::allow();
+        }
         let needs = set.needs;
-        let facts = if needs.facts {
+        let want_facts = match &cached {
+            None => needs.facts,
+            Some(_) => set.dynamic_needs_facts,
+        };
+        let facts = if want_facts {
             let before = self.facts.parse_failures();
             let facts = self.facts.get_or_analyze(stmt.fingerprint, stmt.sql);
             if let Some(m) = &self.metrics
@@ -434,15 +453,35 @@ impl RuleEngine {
             now,
         );
         let mut hits = Vec::new();
-        for rule in &set.rules {
-            if rule.action == Action::Off
-                || !rule
-                    .scope
-                    .applies(stmt.database, stmt.user, stmt.application_name)
-            {
-                continue;
-            }
-            if let Some(decided_by) = rule.compiled.evaluate(&subject) {
+        let mut learned = cached
+            .is_none()
+            .then(|| Vec::with_capacity(set.rules.len()));
+        for (i, rule) in set.rules.iter().enumerate() {
+            let known = cached.as_ref().and_then(|c| c.get(i).copied());
+            let decided = match known {
+                Some(StaticMatch::No) => None,
+                Some(StaticMatch::Yes(decided_by)) => Some(decided_by),
+                Some(StaticMatch::Dynamic) | None => {
+                    let in_scope = rule.action != Action::Off
+                        && rule
+                            .scope
+                            .applies(stmt.database, stmt.user, stmt.application_name);
+                    let result = if in_scope {
+                        rule.compiled.evaluate(&subject)
+                    } else {
+                        None
+                    };
+                    if let Some(learned) = &mut learned {
+                        learned.push(match result {
+                            _ if rule.compiled.needs.per_execution() => StaticMatch::Dynamic,
+                            Some(decided_by) => StaticMatch::Yes(decided_by),
+                            None => StaticMatch::No,
+                        });
+                    }
+                    result
+                }
+            };
+            if let Some(decided_by) = decided {
                 let action = effective(rule.action, set.mode);
                 if action != Action::Rewrite
                     && let Some(spec) = &rule.rewrite
@@ -457,6 +496,9 @@ impl RuleEngine {
                     decided_by,
                 });
             }
+        }
+        if let Some(learned) = learned {
+            conn.remember_static_matches(stmt.fingerprint, learned.into());
         }
         if hits.is_empty() {
             return Verdict::allow();

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::engine::{RuleEngine, StatementInput, VerdictAction};
 use super::state::ConnectionRuleState;
 use crate::event::{self, SessionGate, SessionInfo, StatementGate, StatementText};
+use crate::sql::Fingerprint;
 
 impl StatementGate for Arc<RuleEngine> {
     fn open_session(&self) -> Box<dyn SessionGate> {
@@ -33,16 +34,7 @@ impl SessionGate for RuleSessionGate {
         now: Instant,
     ) -> event::Verdict {
         self.state.observe_transaction(in_transaction);
-        let fingerprint = statement
-            .fingerprint
-            .unwrap_or_else(|| crate::sql::fingerprint(&statement.sql));
-        let input = StatementInput {
-            sql: &statement.sql,
-            fingerprint,
-            database: &session.database,
-            user: &session.user,
-            application_name: &session.application_name,
-        };
+        let input = statement_input(statement, session);
         let verdict = self.engine.evaluate(&input, &mut self.state, now);
         match verdict.action {
             VerdictAction::Allow => event::Verdict::default(),
@@ -79,16 +71,7 @@ impl SessionGate for RuleSessionGate {
         in_transaction: bool,
         now: Instant,
     ) -> Option<event::Rewrite> {
-        let fingerprint = statement
-            .fingerprint
-            .unwrap_or_else(|| crate::sql::fingerprint(&statement.sql));
-        let input = StatementInput {
-            sql: &statement.sql,
-            fingerprint,
-            database: &session.database,
-            user: &session.user,
-            application_name: &session.application_name,
-        };
+        let input = statement_input(statement, session);
         self.engine
             .rewrite(&input, in_transaction, now)
             .map(|r| event::Rewrite {
@@ -105,11 +88,8 @@ impl SessionGate for RuleSessionGate {
         session: &SessionInfo,
         params: &[u8],
     ) {
-        let fingerprint = statement
-            .fingerprint
-            .unwrap_or_else(|| crate::sql::fingerprint(&statement.sql));
         self.engine.shadow_bind(
-            fingerprint,
+            fingerprint_of(statement),
             &session.database,
             &statement.sql,
             target,
@@ -119,5 +99,26 @@ impl SessionGate for RuleSessionGate {
 
     fn on_ready_for_query(&mut self, status: u8) {
         self.state.on_ready_for_query(status);
+    }
+}
+
+/// The statement's fingerprint: the proxy's, or computed here when it has none.
+fn fingerprint_of(statement: &StatementText) -> Fingerprint {
+    statement
+        .fingerprint
+        .unwrap_or_else(|| crate::sql::fingerprint(&statement.sql))
+}
+
+/// What the engine judges: the statement with its session's database, user and application.
+fn statement_input<'a>(
+    statement: &'a StatementText,
+    session: &'a SessionInfo,
+) -> StatementInput<'a> {
+    StatementInput {
+        sql: &statement.sql,
+        fingerprint: fingerprint_of(statement),
+        database: &session.database,
+        user: &session.user,
+        application_name: &session.application_name,
     }
 }

@@ -186,6 +186,12 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// Whether a match can differ between two executions of one shape in one session (it
+    /// reads constants, comments or the repeat history).
+    pub fn per_execution(&self) -> bool {
+        self.values || self.tags || self.repeats
+    }
+
     pub fn union(self, other: Needs) -> Needs {
         Needs {
             facts: self.facts || other.facts,

@@ -107,35 +107,47 @@ impl Collector for HitsCollector {
                 metrics.push(counter(&rule, "other", action, other));
             }
         }
-        let mut family = MetricFamily::default();
-        family.set_name(HITS.to_owned());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(MetricType::COUNTER);
-        family.set_metric(metrics);
-        vec![family]
+        vec![counter_family(HITS, &self.desc.help, metrics)]
     }
 }
 
-/// Labels in name order, as the crate's own vectors write them.
 fn counter(rule: &str, fingerprint: &str, action: &str, hits: u64) -> Metric {
-    let labels = [
-        ("action", action),
-        ("fingerprint", fingerprint),
-        ("rule", rule),
-    ]
-    .into_iter()
-    .map(|(name, value)| {
-        let mut l = LabelPair::default();
-        l.set_name(name.to_owned());
-        l.set_value(value.to_owned());
-        l
-    })
-    .collect();
+    counter_metric(
+        &[
+            ("action", action),
+            ("fingerprint", fingerprint),
+            ("rule", rule),
+        ],
+        hits,
+    )
+}
+
+/// One counter sample. Give the labels in name order, as the crate's own vectors write them.
+pub(crate) fn counter_metric(labels: &[(&str, &str)], value: u64) -> Metric {
+    let labels = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut l = LabelPair::default();
+            l.set_name((*name).to_owned());
+            l.set_value((*value).to_owned());
+            l
+        })
+        .collect();
     let mut c = Counter::default();
-    c.set_value(hits as f64);
+    c.set_value(value as f64);
     let mut m = Metric::from_label(labels);
     m.set_counter(c);
     m
+}
+
+/// A counter family of `metrics`, as a collector returns it.
+pub(crate) fn counter_family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(MetricType::COUNTER);
+    family.set_metric(metrics);
+    family
 }
 
 #[cfg(test)]

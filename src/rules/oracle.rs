@@ -60,6 +60,12 @@ pub trait UniquenessOracle: Send + Sync + std::fmt::Debug {
         0
     }
 
+    /// Changes whenever any answer of this oracle may have changed, in any database (a cheap
+    /// read: per-connection caches compare it on every statement).
+    fn changes(&self) -> u64 {
+        0
+    }
+
     /// This oracle as the catalog oracle, if it is one (for on-demand refresh and reporting).
     fn as_catalog(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<super::CatalogOracle>> {
         None

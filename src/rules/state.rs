@@ -30,14 +30,39 @@ impl Repeats {
         if self.in_transaction > n {
             return true;
         }
-        let within = self
-            .recent
-            .iter()
-            .rev()
-            .take_while(|t| now.saturating_duration_since(**t) <= window)
-            .count();
-        within > n as usize
+        // `recent` is in time order, so more than `n` fall within the window exactly when the
+        // (n+1)-th most recent does: one subtraction instead of one per remembered execution.
+        let Some(at) = self.recent.len().checked_sub(n as usize + 1) else {
+            return false;
+        };
+        self.recent
+            .get(at)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= window)
     }
+}
+
+/// Most shapes whose static rule results a connection remembers; beyond it they are forgotten
+/// all at once (and worked out again as the shapes come back).
+const MAX_STATIC: usize = 1024;
+
+/// What one rule decided for one shape, when that cannot change between executions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaticMatch {
+    /// Off, out of this session's scope, or not matching.
+    No,
+    /// Matches (and which oracle judged a fan-out, if one did).
+    Yes(Option<super::OracleKind>),
+    /// Depends on the execution (constants, comments, repeats): evaluated every time.
+    Dynamic,
+}
+
+/// The rule set, catalog state and application name a connection's remembered results hold
+/// for; anything else empties the memory.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct StaticKey {
+    rule_set: u64,
+    catalog_changes: u64,
+    application_name: String,
 }
 
 /// Rule state of one client connection. Not shared: the session task owns it.
@@ -45,11 +70,48 @@ impl Repeats {
 pub struct ConnectionRuleState {
     in_transaction: bool,
     seen: HashMap<Fingerprint, Repeats>,
+    static_key: StaticKey,
+    statics: HashMap<Fingerprint, std::sync::Arc<[StaticMatch]>>,
 }
 
 impl ConnectionRuleState {
     pub fn new() -> ConnectionRuleState {
         ConnectionRuleState::default()
+    }
+
+    /// The remembered per-rule results for `fingerprint` under this rule set (its id),
+    /// catalog and application name.
+    pub(crate) fn static_matches(
+        &mut self,
+        rule_set: u64,
+        catalog_changes: u64,
+        application_name: &str,
+        fingerprint: Fingerprint,
+    ) -> Option<std::sync::Arc<[StaticMatch]>> {
+        let key = &mut self.static_key;
+        if key.rule_set != rule_set
+            || key.catalog_changes != catalog_changes
+            || key.application_name != application_name
+        {
+            key.rule_set = rule_set;
+            key.catalog_changes = catalog_changes;
+            key.application_name.clear();
+            key.application_name.push_str(application_name);
+            self.statics.clear();
+            return None;
+        }
+        self.statics.get(&fingerprint).cloned()
+    }
+
+    pub(crate) fn remember_static_matches(
+        &mut self,
+        fingerprint: Fingerprint,
+        matches: std::sync::Arc<[StaticMatch]>,
+    ) {
+        if self.statics.len() >= MAX_STATIC {
+            self.statics.clear();
+        }
+        self.statics.insert(fingerprint, matches);
     }
 
     /// Reports a ReadyForQuery transaction status (`b'I'` idle, `b'T'` in a transaction block,

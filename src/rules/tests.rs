@@ -543,3 +543,57 @@ fn connection_state_stays_bounded() {
     let repeats = conn.record(Fingerprint(1), start + Duration::from_secs(10), 11, window);
     assert_eq!(repeats.recent.len(), 1);
 }
+
+/// A connection remembers what shape-only rules decided for a shape, and forgets it when the
+/// rules, the catalog or the application name change: the verdicts must stay those of a fresh
+/// evaluation.
+#[test]
+fn remembered_static_results_follow_reloads_and_application_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let scoped = WARN_DISTINCT.replace(
+        "[match]",
+        "[scope]\napplication_name = \"django*\"\n[match]",
+    );
+    std::fs::write(dir.path().join("r.toml"), &scoped).unwrap();
+    let engine = RuleEngine::new(RulesConfig {
+        dir: Some(dir.path().to_owned()),
+        ..RulesConfig::default()
+    })
+    .unwrap();
+    let mut conn = ConnectionRuleState::new();
+    let now = Instant::now();
+    let with_app = |app: &'static str| StatementInput {
+        application_name: app,
+        ..input(INCIDENT)
+    };
+    for _ in 0..3 {
+        let v = engine.evaluate(&with_app("django-web"), &mut conn, now);
+        assert_eq!(ids(&v), ["warn-distinct"]);
+    }
+    // Same connection, another application name: out of scope.
+    assert!(
+        engine
+            .evaluate(&with_app("psql"), &mut conn, now)
+            .hits
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&engine.evaluate(&with_app("django-web"), &mut conn, now)),
+        ["warn-distinct"]
+    );
+    // The rule switched off and reloaded: the remembered match must not survive.
+    std::fs::write(
+        dir.path().join("r.toml"),
+        scoped.replace("action = \"warn\"", "action = \"off\""),
+    )
+    .unwrap();
+    engine.reload().unwrap();
+    assert!(
+        engine
+            .evaluate(&with_app("django-web"), &mut conn, now)
+            .hits
+            .is_empty()
+    );
+    // Every hit is still counted, remembered or not.
+    assert_eq!(engine.stats.total("warn-distinct"), 4);
+}

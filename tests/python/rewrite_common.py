@@ -161,3 +161,9 @@ def description(desc):
     """psycopg 2/3 `cursor.description`: every attribute of every column."""
     return [[c.name, c.type_code, c.display_size, c.internal_size, c.precision, c.scale,
              c.null_ok] for c in desc]
+
+
+def cursor_result(cur):
+    """What a psycopg 2/3 cursor reports of the statement it just ran."""
+    return {"columns": description(cur.description), "rows": cur.fetchall(),
+            "rowcount": cur.rowcount, "status": cur.statusmessage}

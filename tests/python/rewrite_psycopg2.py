@@ -13,7 +13,7 @@ import sys
 
 import psycopg2
 
-from rewrite_common import CASES, Battery, case_key, count_sql, description, incident_sql
+from rewrite_common import CASES, Battery, case_key, count_sql, cursor_result, incident_sql
 
 
 def backend_pid(cur):
@@ -44,9 +44,7 @@ def run(bat, side, dsn, observer, cases, modes=("autocommit", "transaction")):
                 bat.executed(side, form, sent)
                 key = f"{mode}/{form}/{case_key(skus, limit if form == 'incident' else None)}"
                 if observer is not None:
-                    rec.result(key, {"columns": description(cur.description),
-                                     "rows": cur.fetchall(), "rowcount": cur.rowcount,
-                                     "status": cur.statusmessage})
+                    rec.result(key, cursor_result(cur))
                     rec.ran(key, last_query(observer, pid), params=False)
         if not conn.autocommit:
             conn.commit()

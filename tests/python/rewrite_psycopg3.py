@@ -14,7 +14,7 @@ import sys
 
 import psycopg
 
-from rewrite_common import (CASES, Battery, case_key, count_sql, description, dollars,
+from rewrite_common import (CASES, Battery, case_key, count_sql, cursor_result, dollars,
                             incident_sql)
 
 MODES = [
@@ -53,9 +53,7 @@ def run(bat, side, dsn, observer, cases, modes):
                 bat.executed(side, form, wire)
                 key = f"{mode}/{form}/{case_key(skus, limit if form == 'incident' else None)}"
                 if observer is not None:
-                    rec.result(key, {"columns": description(cur.description),
-                                     "rows": cur.fetchall(), "rowcount": cur.rowcount,
-                                     "status": cur.statusmessage})
+                    rec.result(key, cursor_result(cur))
                     rec.ran(key, last_query(observer, pid), params=True)
         if observer is not None:
             # Named statements exist exactly when the driver prepared them.

@@ -385,6 +385,15 @@ pub fn run_with_timeout(cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -
     Running::spawn(cmd, stdin).wait(timeout)
 }
 
+/// Runs a client battery program (`name` in messages) like [`run_with_timeout`], checks that
+/// it succeeded and parses the JSON it printed.
+pub fn run_json(name: &str, cmd: Command, timeout: Duration) -> serde_json::Value {
+    let out = run_with_timeout(cmd, None, timeout);
+    out.assert_success();
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}):\n{}", out.stdout))
+}
+
 /// `psql -X` (no ~/.psqlrc) with `args`, connected by `conn`, fed `stdin`.
 pub fn psql(conn: &ConnParams, args: &[&str], stdin: Option<&str>) -> CmdOutput {
     let mut cmd = Command::new(PgBin::get().tool("psql"));
@@ -442,4 +451,19 @@ pub fn psql_c(conn: &ConnParams, extra: &str, sql: &str) -> CmdOutput {
         &["-Atq", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", sql],
         None,
     )
+}
+
+/// A catalog oracle with `db` as its DSN, `db`'s catalog read, and that snapshot.
+pub async fn loaded_catalog(
+    db: &ConnParams,
+) -> (
+    std::sync::Arc<pgshape::rules::CatalogOracle>,
+    std::sync::Arc<pgshape::rules::catalog::Snapshot>,
+) {
+    let oracle = std::sync::Arc::new(
+        pgshape::rules::CatalogOracle::new(&db.dsn(), Duration::from_secs(3600)).expect("dsn"),
+    );
+    oracle.refresh(&db.dbname).await.expect("catalog loads");
+    let snapshot = oracle.snapshot(&db.dbname).expect("snapshot");
+    (oracle, snapshot)
 }

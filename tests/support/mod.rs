@@ -9,6 +9,7 @@
 //!   event ([`EventLog`]) so tests assert exactly what the proxy reported.
 //! - [`prometheus`]: a real Prometheus scraping pgshape (exemplars, rule files).
 //! - [`raw`]: a byte-level client for malformed-input tests (frames, startup packets, replies).
+//! - [`serve`]: the `pgshape serve` binary as a child process.
 //! - [`shop`]: the incident's orders and items behind pgshape with a rules directory and the
 //!   catalog connection, for the rewrite tests.
 //! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
@@ -27,6 +28,7 @@ pub mod pgbin;
 pub mod prometheus;
 pub mod proxy;
 pub mod raw;
+pub mod serve;
 pub mod shop;
 pub mod tls;
 pub mod util;
@@ -35,4 +37,4 @@ pub mod workload;
 pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_c, psql_query};
 pub use cluster::PgCluster;
 pub use proxy::{EventLog, ProxyUnderTest, RecordedEvent, app_config};
-pub use util::{HttpResponse, Rng, feed, http, http_request, python};
+pub use util::{HttpResponse, Rng, feed, http, http_request, java_with_jdbc, jdbc_jar, python};

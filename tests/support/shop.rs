@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use pgshape::app::App;
 use pgshape::config::Config;
 use pgshape::sql::Fingerprint;
-use tokio_postgres::NoTls;
 
-use super::client::{ConnParams, psql_query};
+use super::client::{ConnParams, psql_query, tokio_connect};
 use super::cluster::PgCluster;
+use super::proxy::app_config;
 use super::util::http;
 
 /// Django's tables for `Order` and `OrderItem` (`related_name='items'`), with the indexes Django
@@ -71,12 +71,9 @@ impl Shop {
         let rules = tempfile::tempdir().expect("tempdir");
         write_rules(rules.path(), incident_action, extra);
         let mut config = Config {
-            listen: "127.0.0.1:0".into(),
-            upstream: cluster.addr().to_string(),
-            admin: Some("127.0.0.1:0".into()),
             workers: 2,
             shutdown_grace_ms: 1_000,
-            ..Config::default()
+            ..app_config(cluster)
         };
         config.rules.dir = Some(rules.path().to_owned());
         config.rules.schema_dsn = Some(db.dsn());
@@ -121,6 +118,17 @@ impl Shop {
         serde_json::from_str(&body).expect("JSON")
     }
 
+    /// The `/api/rules` entry of rule `id`, if it is loaded.
+    pub fn rule(&self, id: &str) -> Option<serde_json::Value> {
+        let rules = self.json("GET", "/api/rules");
+        rules["rules"]
+            .as_array()
+            .expect("a list of rules")
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+    }
+
     /// Waits until the rewriter decided about `fingerprint` under `rule` (any state but
     /// proving) and returns its plan JSON.
     pub fn wait_plan(&self, rule: &str, fingerprint: Fingerprint) -> serde_json::Value {
@@ -143,11 +151,7 @@ impl Shop {
     /// A tokio-postgres client through pgshape (or `direct`).
     pub async fn client(&self, direct: bool) -> tokio_postgres::Client {
         let params = if direct { self.db.clone() } else { self.via() };
-        let (client, connection) = params.tokio_config().connect(NoTls).await.expect("connect");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        tokio_connect(&params).await
     }
 }
 

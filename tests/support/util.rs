@@ -1,5 +1,6 @@
 //! Small test utilities several suites need: reproducible random numbers and an HTTP/1.1
-//! client for the admin API (no client crate for a handful of requests), the test venv's Python.
+//! client for the admin API (no client crate for a handful of requests), the test venv's Python,
+//! Java with the JDBC driver.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -93,6 +94,33 @@ pub fn python() -> PathBuf {
          .venv/bin/pip install -r tests/python/requirements.txt`, or set PGSHAPE_PYTHON"
     );
     venv
+}
+
+/// The PostgreSQL JDBC driver: `PGSHAPE_JDBC_JAR`, or Debian's `libpostgresql-jdbc-java`.
+pub fn jdbc_jar() -> PathBuf {
+    let jar = std::env::var_os("PGSHAPE_JDBC_JAR").map_or_else(
+        || PathBuf::from("/usr/share/java/postgresql.jar"),
+        PathBuf::from,
+    );
+    assert!(
+        jar.is_file(),
+        "the PostgreSQL JDBC driver is not at {}: apt-get install -y libpostgresql-jdbc-java \
+         (.ci/run does), or set PGSHAPE_JDBC_JAR",
+        jar.display()
+    );
+    jar
+}
+
+/// `java -cp <the JDBC driver> tests/java/<source>`: a single-source-file Java program run with
+/// pgjdbc; the caller adds the program's arguments.
+pub fn java_with_jdbc(source: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("java");
+    cmd.arg("-cp").arg(jdbc_jar()).arg(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/java")
+            .join(source),
+    );
+    cmd
 }
 
 /// Runs `cmd` with `input` on its stdin; when it cannot be started, the panic says `install`.

@@ -8,12 +8,13 @@ use sqlparser::ast::{
     SelectItemQualifiedWildcardKind, TableWithJoins,
 };
 
-use super::conjuncts::{conjoin, exists, null_rejects, split_and};
-use super::resolve::{self, JoinKind, Relation, Resolver, strip_nested};
+use super::conjuncts::{conjoin, exists, null_rejects};
+use super::resolve::{self, JoinKind, Relation, Resolver};
 use super::shape::{Aggregate, aggregate, ordering_target, output_names};
 use super::vet::{limit_exprs, plain_wildcard};
 use super::{NotProvable, np};
 use crate::rules::catalog::Snapshot;
+use crate::sql::analysis::ast::{split_and, strip_nested};
 
 /// What the select list may hold, and so which DISTINCT is being rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,44 +1,14 @@
-//! Conjunct plumbing: splitting WHERE/ON on top-level AND, putting conjunctions back together,
-//! the null-rejection test for LEFT joins, and the EXISTS subquery itself.
+//! Conjunct plumbing: putting conjunctions back together (splitting them is
+//! `sql::analysis::ast::split_and`), the null-rejection test for LEFT joins, and the EXISTS
+//! subquery itself.
 
 use sqlparser::ast::{BinaryOperator, Expr, InTarget, SetExpr, Statement, TableWithJoins};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use super::resolve::{Resolver, strip_nested};
+use super::resolve::Resolver;
 use super::{NotProvable, np};
-
-/// The conjuncts of `e` split on top-level AND, in order; parentheses around a nested AND are
-/// redundant (`(a AND b)` splits into `a`, `b`). Iterative: ORM chains can be long.
-pub(super) fn split_and(e: &Expr) -> Vec<&Expr> {
-    let mut out = Vec::new();
-    let mut stack = vec![e];
-    while let Some(e) = stack.pop() {
-        match e {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => {
-                stack.push(right);
-                stack.push(left);
-            }
-            Expr::Nested(inner)
-                if matches!(
-                    strip_nested(inner),
-                    Expr::BinaryOp {
-                        op: BinaryOperator::And,
-                        ..
-                    }
-                ) =>
-            {
-                stack.push(strip_nested(inner))
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
+use crate::sql::analysis::ast::strip_nested;
 
 /// `a AND b AND …` (left-deep, as the parser builds it), or `None` for no conjuncts. An OR
 /// conjunct (a whole WHERE or ON that was one) gets parentheses: printed bare inside an AND it

@@ -8,35 +8,14 @@
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{
-    Expr, Function, Ident, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
-    TableFactor, TableWithJoins,
+    Expr, Ident, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, TableFactor,
+    TableWithJoins,
 };
 
 use super::{NotProvable, np};
 use crate::rules::catalog::{Snapshot, TableInfo};
 use crate::sql::analysis::TableRef;
-
-/// PostgreSQL folds unquoted identifiers to lower case; quoted ones keep their spelling (the
-/// convention of `sql::analysis`).
-pub(super) fn ident_name(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
-}
-
-fn part_name(part: &ObjectNamePart) -> String {
-    match part {
-        ObjectNamePart::Identifier(ident) => ident_name(ident),
-        ObjectNamePart::Function(f) => ident_name(&f.name),
-    }
-}
-
-/// The (folded) unqualified name of a function or aggregate call.
-pub(super) fn function_name(f: &Function) -> String {
-    f.name.0.last().map(part_name).unwrap_or_default()
-}
+use crate::sql::analysis::ast::{ident_name, name_parts, strip_nested};
 
 /// How a relation entered the FROM list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +237,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
 
     /// The relation a `q.*` item names.
     pub fn wildcard(&self, name: &ObjectName) -> Result<usize, NotProvable> {
-        let mut parts: Vec<String> = name.0.iter().map(part_name).collect();
+        let mut parts = name_parts(name);
         let binding = parts.pop().unwrap_or_default();
         let rel = match parts.as_slice() {
             [] => self.rels.iter().position(|r| r.binding == binding),
@@ -337,12 +316,4 @@ impl<'r, 'a> Resolver<'r, 'a> {
             )))
         }
     }
-}
-
-/// `e` without redundant parentheses.
-pub(super) fn strip_nested(mut e: &Expr) -> &Expr {
-    while let Expr::Nested(inner) = e {
-        e = inner;
-    }
-    e
 }

@@ -9,8 +9,9 @@ use sqlparser::ast::{
     TableWithJoins,
 };
 
-use super::resolve::{self, Resolver, function_name, ident_name, strip_nested};
+use super::resolve::{self, Resolver};
 use super::{NotProvable, np};
+use crate::sql::analysis::ast::{function_name, ident_name, strip_nested};
 
 /// Query-level clauses the rewrite does not understand (checked for the statement and for
 /// every subquery).

@@ -9,46 +9,15 @@ use sqlparser::ast::{
     SelectItemQualifiedWildcardKind, SetExpr, Subscript, WildcardAdditionalOptions,
 };
 
-use super::resolve::{Resolver, bind_table, function_name, ident_name, short};
+use super::resolve::{Resolver, bind_table, short};
 use super::shape::{check_query, check_select};
 use super::{NotProvable, np};
+use crate::sql::analysis::ast::{AGGREGATES, function_name, ident_name};
 
 /// Deepest expression nesting examined. Long left-deep chains (`a + b + …`, AND lists) are
 /// walked without recursion, but the rewrite clones and prints them recursively, so a
 /// statement deeper than this is left alone rather than risking the stack.
 const MAX_DEPTH: usize = 200;
-
-/// Aggregates PostgreSQL ships: never safe outside the places a form allows them (they would
-/// aggregate over a different row set once the join is gone). User-defined aggregates are
-/// caught by `safe_functions`, which holds plain functions only.
-const AGGREGATES: &[&str] = &[
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "array_agg",
-    "string_agg",
-    "json_agg",
-    "jsonb_agg",
-    "json_object_agg",
-    "jsonb_object_agg",
-    "bool_and",
-    "bool_or",
-    "every",
-    "bit_and",
-    "bit_or",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    "percentile_cont",
-    "percentile_disc",
-    "mode",
-    "xmlagg",
-];
 
 /// SQL keywords that look like calls but are expressions (`COALESCE(…)`): not in `pg_proc`.
 const KEYWORD_CALLS: &[&str] = &["coalesce", "nullif", "greatest", "least"];
@@ -282,6 +251,9 @@ impl Walk<'_, '_, '_> {
         if f.over.is_some() {
             return Err(np(format!("window function {name}() in {place}")));
         }
+        // Aggregates are never safe outside the places a form allows them (they would aggregate
+        // over a different row set once the join is gone); user-defined ones are caught by
+        // `safe_functions`, which holds plain functions only.
         if AGGREGATES.contains(&name.as_str()) {
             return Err(np(format!("aggregate {name}() in {place}")));
         }

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::rewrite::describe::{DescribeError, describe_both};
 use crate::rewrite::explain::form_label;
 use crate::rewrite::semijoin::{self, Form};
 use crate::rewrite::template::Template;
-use crate::rules::catalog::CatalogOracle;
+use crate::rules::catalog::{CatalogOracle, ConnectError};
 use crate::rules::spec::RewriteSpec;
 
 /// Longest a Describe of one statement may take on the schema connection.
@@ -153,17 +154,17 @@ async fn prove_all(pending: &[Pending], catalog: &Arc<CatalogOracle>) -> Vec<Rew
         } = &mut info
         {
             match describer.both(&p.database, &p.sql, sql).await {
-                Described::Same => *result_shape_checked = true,
+                Some(Ok(())) => *result_shape_checked = true,
                 // No connection: the proof stands, the result shape is just not checked.
-                Described::Unchecked => {}
-                Described::OriginalFails(reason) => {
+                None => {}
+                Some(Err(DescribeError::Original(reason))) => {
                     info = RewriteInfo::NotProvable {
                         not_provable: format!(
                             "the original does not prepare on the schema connection: {reason}"
                         ),
                     };
                 }
-                Described::RewriteDiffers(reason) => {
+                Some(Err(DescribeError::Rewrite(reason))) => {
                     info = if p.spec.template.is_some() {
                         RewriteInfo::Refused { refused: reason }
                     } else {
@@ -235,13 +236,6 @@ fn propose(p: &Pending, schema: Option<&crate::rules::catalog::Snapshot>) -> Rew
     }
 }
 
-enum Described {
-    Same,
-    Unchecked,
-    OriginalFails(String),
-    RewriteDiffers(String),
-}
-
 /// One schema connection per database, opened on first use (a failed connect is not retried).
 struct Describer<'a> {
     catalog: &'a CatalogOracle,
@@ -258,93 +252,34 @@ impl<'a> Describer<'a> {
 
     async fn client(&mut self, database: &str) -> Option<&tokio_postgres::Client> {
         if !self.clients.contains_key(database) {
-            let mut config = self.catalog.connect_config(database);
-            config.application_name("pgshape-check");
-            let timeout = config
-                .get_connect_timeout()
-                .copied()
-                .unwrap_or(Duration::from_secs(5));
-            let client =
-                match tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls)).await {
-                    Ok(Ok((client, connection))) => {
-                        tokio::spawn(async move {
-                            let _ = connection.await;
-                        });
-                        Some(client)
-                    }
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, database, "rewrite result shapes not checked");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            database,
-                            "rewrite result shapes not checked: connect timed out"
-                        );
-                        None
-                    }
-                };
+            let client = match self.catalog.connect(database, Some("pgshape-check")).await {
+                Ok((client, _driver)) => Some(client),
+                Err(ConnectError::Failed(error)) => {
+                    tracing::warn!(%error, database, "rewrite result shapes not checked");
+                    None
+                }
+                Err(ConnectError::Timeout) => {
+                    tracing::warn!(
+                        database,
+                        "rewrite result shapes not checked: connect timed out"
+                    );
+                    None
+                }
+            };
             self.clients.insert(database.to_owned(), client);
         }
         self.clients.get(database).and_then(Option::as_ref)
     }
 
-    /// Prepares both statements and compares their parameter types and result columns (names,
-    /// types, order): what a client sees of a statement through Describe.
-    async fn both(&mut self, database: &str, original: &str, rewritten: &str) -> Described {
-        let Some(client) = self.client(database).await else {
-            return Described::Unchecked;
-        };
-        let prepare = |sql: &str| {
-            let sql = sql.to_owned();
-            async move {
-                match tokio::time::timeout(DESCRIBE_TIMEOUT, client.prepare(&sql)).await {
-                    Ok(Ok(statement)) => Ok(statement),
-                    Ok(Err(e)) => Err(match e.as_db_error() {
-                        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-                        None => e.to_string(),
-                    }),
-                    Err(_) => Err("Describe timed out".to_owned()),
-                }
-            }
-        };
-        let a = match prepare(original).await {
-            Ok(statement) => statement,
-            Err(e) => return Described::OriginalFails(e),
-        };
-        let b = match prepare(rewritten).await {
-            Ok(statement) => statement,
-            Err(e) => {
-                return Described::RewriteDiffers(format!("the rewrite does not prepare: {e}"));
-            }
-        };
-        let types = |ts: &[tokio_postgres::types::Type]| {
-            ts.iter()
-                .map(|t| t.name().to_owned())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if a.params() != b.params() {
-            return Described::RewriteDiffers(format!(
-                "parameter types differ: original ({}) vs rewrite ({})",
-                types(a.params()),
-                types(b.params())
-            ));
-        }
-        let columns = |s: &tokio_postgres::Statement| {
-            s.columns()
-                .iter()
-                .map(|c| format!("{} {}", c.name(), c.type_().name()))
-                .collect::<Vec<_>>()
-        };
-        let (ca, cb) = (columns(&a), columns(&b));
-        if ca != cb {
-            return Described::RewriteDiffers(format!(
-                "the result columns differ: original ({}) vs rewrite ({})",
-                ca.join(", "),
-                cb.join(", ")
-            ));
-        }
-        Described::Same
+    /// Prepares both statements on the database's schema connection (see [`describe_both`]);
+    /// `None` without a connection.
+    async fn both(
+        &mut self,
+        database: &str,
+        original: &str,
+        rewritten: &str,
+    ) -> Option<Result<(), DescribeError>> {
+        let client = self.client(database).await?;
+        Some(describe_both(client, original, rewritten, Some(DESCRIBE_TIMEOUT)).await)
     }
 }

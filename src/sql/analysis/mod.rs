@@ -12,6 +12,7 @@
 //! Parsing never blocks anything: a statement sqlparser cannot parse has no facts (`None`), is
 //! counted by the caller, and no structural rule matches it (fail open).
 
+pub(crate) mod ast;
 mod cache;
 mod scope;
 mod values;

@@ -6,29 +6,10 @@
 
 use std::collections::HashSet;
 
-use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+use sqlparser::ast::ObjectName;
 
+use super::ast::name_parts;
 use super::{ColumnRef, TableRef};
-
-/// PostgreSQL folds unquoted identifiers to lower case; quoted ones keep their spelling.
-pub(super) fn ident_name(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
-}
-
-/// The identifier parts of an object name, folded.
-pub(super) fn name_parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => ident_name(ident),
-            ObjectNamePart::Function(f) => ident_name(&f.name),
-        })
-        .collect()
-}
 
 /// `schema.table` or `table` as a [`TableRef`]; the catalog part of `db.schema.table` is dropped.
 pub(super) fn table_ref(name: &ObjectName) -> Option<TableRef> {

@@ -6,8 +6,8 @@ use sqlparser::ast::{
     FunctionArguments, InTarget, UnaryOperator,
 };
 
-use super::super::scope::name_parts;
-use super::{AGGREGATES, MAX_EXPR_DEPTH, Walker};
+use super::super::ast::{AGGREGATES, function_name, name_parts};
+use super::{MAX_EXPR_DEPTH, Walker};
 
 impl Walker {
     /// Walks an expression. AND/OR chains (left-deep in the AST, thousands of terms long when
@@ -180,7 +180,7 @@ impl Walker {
     }
 
     pub(super) fn function(&mut self, f: &Function, in_where: bool) {
-        let name = name_parts(&f.name).pop().unwrap_or_default();
+        let name = function_name(f);
         if f.over.is_none()
             && AGGREGATES.contains(&name.as_str())
             && let Some(block) = self.current.and_then(|i| self.blocks.get_mut(i))

@@ -7,7 +7,8 @@ use sqlparser::ast::{
     BinaryOperator, Expr, Join, JoinConstraint, JoinOperator, TableFactor, TableWithJoins,
 };
 
-use super::super::scope::{Binding, Level, ident_name, name_parts, table_ref};
+use super::super::ast::{conjuncts, ident_name, name_parts};
+use super::super::scope::{Binding, Level, table_ref};
 use super::super::{ColumnRef, JoinFact, JoinKind, TableRef};
 use super::expr::strip;
 use super::{PendingJoin, Walker};
@@ -339,25 +340,4 @@ pub(super) fn join_kind(op: &JoinOperator) -> (JoinKind, Option<&JoinConstraint>
         | JoinOperator::RightAnti(c) => (JoinKind::Other, Some(c)),
         _ => (JoinKind::Other, None),
     }
-}
-
-/// The AND-ed parts of a predicate, parentheses removed.
-pub(super) fn conjuncts(e: &Expr) -> Vec<&Expr> {
-    let mut out = Vec::new();
-    let mut stack = vec![e];
-    while let Some(e) = stack.pop() {
-        match e {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => {
-                stack.push(right);
-                stack.push(left);
-            }
-            Expr::Nested(inner) => stack.push(inner),
-            other => out.push(other),
-        }
-    }
-    out
 }

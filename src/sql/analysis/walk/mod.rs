@@ -14,39 +14,10 @@ use sqlparser::ast::{
     UpdateTableFromKind,
 };
 
-use super::scope::{Level, Scopes, ident_name, table_ref};
+use super::ast::ident_name;
+use super::scope::{Level, Scopes, table_ref};
 use super::{Facts, JoinKind, SelectScope, StatementKind, TableRef};
 use expr::{is_null, is_random_call};
-
-/// Aggregate functions PostgreSQL ships (window calls with OVER are not aggregates here).
-const AGGREGATES: &[&str] = &[
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "array_agg",
-    "string_agg",
-    "json_agg",
-    "jsonb_agg",
-    "json_object_agg",
-    "jsonb_object_agg",
-    "bool_and",
-    "bool_or",
-    "every",
-    "bit_and",
-    "bit_or",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    "percentile_cont",
-    "percentile_disc",
-    "mode",
-    "xmlagg",
-];
 
 pub(super) fn facts_of(statement: &Statement) -> Facts {
     let mut w = Walker::default();
