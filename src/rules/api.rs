@@ -28,8 +28,8 @@ const TOP_FINGERPRINTS: usize = 10;
 /// lock and two atomic increments; nothing is formatted or hashed by label.
 #[derive(Debug, Default)]
 pub struct HitStats {
-    totals: DashMap<Arc<str>, AtomicU64>,
-    by_fingerprint: DashMap<Fingerprint, Vec<Slot>>,
+    totals: DashMap<Arc<str>, AtomicU64, crate::sql::FastHasher>,
+    by_fingerprint: DashMap<Fingerprint, Vec<Slot>, crate::sql::FastHasher>,
     /// Hits of shapes beyond [`MAX_FINGERPRINTS`], per (rule, action).
     untracked: DashMap<(Arc<str>, Action), AtomicU64>,
 }

@@ -176,11 +176,14 @@ fn prefer(current: Option<OracleKind>, new: OracleKind) -> OracleKind {
     current.map_or(new, |c| c.min(new))
 }
 
+/// One database's judgement of a shape, with the oracle generation it was made under.
+type Judged = (Box<str>, u64, Fanout);
+
 /// Judgements per (fingerprint, database), so a repeated statement is not re-judged: a handful
 /// of databases per shape, each with the oracle generation it was judged under.
 #[derive(Debug)]
 pub struct FanoutCache {
-    map: DashMap<Fingerprint, Vec<(Box<str>, u64, Fanout)>>,
+    map: DashMap<Fingerprint, Vec<Judged>, crate::sql::FastHasher>,
     capacity: usize,
 }
 
@@ -188,7 +191,7 @@ impl FanoutCache {
     /// A cache of about `capacity` statement shapes.
     pub fn new(capacity: usize) -> FanoutCache {
         FanoutCache {
-            map: DashMap::new(),
+            map: DashMap::default(),
             capacity: capacity.max(1),
         }
     }

@@ -69,9 +69,9 @@ struct StaticKey {
 #[derive(Debug, Default)]
 pub struct ConnectionRuleState {
     in_transaction: bool,
-    seen: HashMap<Fingerprint, Repeats>,
+    seen: HashMap<Fingerprint, Repeats, crate::sql::FastHasher>,
     static_key: StaticKey,
-    statics: HashMap<Fingerprint, std::sync::Arc<[StaticMatch]>>,
+    statics: HashMap<Fingerprint, std::sync::Arc<[StaticMatch]>, crate::sql::FastHasher>,
 }
 
 impl ConnectionRuleState {

@@ -39,7 +39,7 @@ impl Entry {
 /// per half-capacity inserts, and a hot statement evicted by a sweep comes back on its next
 /// call. Lookups take a shard read lock only.
 pub struct FingerprintCache {
-    map: DashMap<u64, Entry>,
+    map: DashMap<u64, Entry, super::FastHasher>,
     max_entries: usize,
     max_bytes: usize,
     entries: AtomicUsize,
@@ -69,7 +69,7 @@ impl FingerprintCache {
     /// A cache bounded by `max_entries` statements and `max_bytes` of text plus overhead.
     pub fn with_limits(max_entries: usize, max_bytes: usize) -> Self {
         FingerprintCache {
-            map: DashMap::new(),
+            map: DashMap::default(),
             max_entries,
             max_bytes,
             entries: AtomicUsize::new(0),

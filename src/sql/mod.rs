@@ -17,6 +17,7 @@ mod bytes;
 mod cache;
 pub mod commenter;
 mod fingerprint;
+mod hasher;
 pub mod lexer;
 mod normalize;
 mod slots;
@@ -28,6 +29,7 @@ mod tests;
 
 pub use cache::{FingerprintCache, MAX_CACHED_STATEMENT_BYTES};
 pub use fingerprint::{Fingerprint, ParseFingerprintError, fingerprint};
+pub use hasher::{FastHasher, KeyHasher};
 pub use normalize::normalize;
 pub use slots::{Slot, SlotError, slots};
 pub use split::{StatementSplitter, split_statements};

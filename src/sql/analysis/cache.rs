@@ -15,7 +15,7 @@ use crate::sql::Fingerprint;
 /// again the next time, so crude eviction costs a parse, never correctness.
 #[derive(Debug)]
 pub struct FactsCache {
-    map: DashMap<Fingerprint, Option<Arc<Facts>>>,
+    map: DashMap<Fingerprint, Option<Arc<Facts>>, crate::sql::FastHasher>,
     capacity: usize,
     parse_failures: AtomicU64,
 }
@@ -24,7 +24,7 @@ impl FactsCache {
     /// A cache holding at most about `capacity` shapes (at least one).
     pub fn new(capacity: usize) -> FactsCache {
         FactsCache {
-            map: DashMap::new(),
+            map: DashMap::default(),
             capacity: capacity.max(1),
             parse_failures: AtomicU64::new(0),
         }
