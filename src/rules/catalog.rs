@@ -113,6 +113,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Schemas that have a table named `name`.
+    pub fn schemas_of(&self, name: &str) -> Vec<&str> {
+        let mut schemas: Vec<&str> = self
+            .tables
+            .keys()
+            .filter(|(_, n)| n == name)
+            .map(|(s, _)| s.as_str())
+            .collect();
+        schemas.sort_unstable();
+        schemas
+    }
+
     /// Finds a table; an unqualified name prefers `public`, then a schema where it is unique.
     pub fn table(&self, table: &TableRef) -> Option<&TableInfo> {
         if let Some(schema) = &table.schema {

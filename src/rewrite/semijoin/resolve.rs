@@ -110,6 +110,19 @@ pub(super) fn bind_table<'a>(
 ) -> Result<(String, &'a TableInfo, bool), NotProvable> {
     let (name, alias) = plain_table(factor)?;
     let table = table_ref(name)?;
+    if table.schema.is_none() {
+        // The session's search_path picks among same-named tables, and pgshape cannot see it:
+        // proving keys of the wrong one would prove nothing.
+        let schemas = schema.schemas_of(&table.name);
+        if schemas.len() > 1 {
+            return Err(np(format!(
+                "table {} exists in schemas {}: the session's search_path decides which one an \
+                 unqualified name means; qualify it",
+                table.name,
+                schemas.join(", ")
+            )));
+        }
+    }
     let info = schema
         .table(&table)
         .ok_or_else(|| np(format!("table {table} is not in the catalog snapshot")))?;

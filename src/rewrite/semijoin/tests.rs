@@ -723,3 +723,33 @@ fn refuses_very_long_conjunctions() {
         &["more than 200 conjuncts"],
     );
 }
+
+#[test]
+fn an_unqualified_table_in_several_schemas_is_not_proven() {
+    let mut s = schema();
+    let orders = s
+        .table(&crate::sql::analysis::TableRef {
+            schema: None,
+            name: "orders".into(),
+        })
+        .cloned()
+        .expect("orders");
+    // The same name in a tenant schema, without the primary key.
+    s.tables.insert(
+        ("tenant1".into(), "orders".into()),
+        TableInfo {
+            unique_keys: Vec::new(),
+            ..orders
+        },
+    );
+    let sql = "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id \
+               WHERE i.sku = $1";
+    let reason = propose(sql, &s).expect_err("search_path decides").0;
+    assert!(
+        reason.contains("exists in schemas public, tenant1") && reason.contains("search_path"),
+        "{reason}"
+    );
+    // Qualified, it is proven against that table's keys.
+    let qualified = sql.replace("FROM orders o", "FROM public.orders o");
+    assert!(propose(&qualified, &s).is_ok());
+}
