@@ -136,6 +136,9 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct RuleEngine {
     rules: RwLock<Arc<RuleSet>>,
+    /// Mirrors [`RuleSet::rewrites`] of the current set, so the per-statement rewrite question
+    /// costs one atomic load, not the rule set's lock, when no rule rewrites (the default).
+    rewrites: std::sync::atomic::AtomicBool,
     config: RwLock<RulesConfig>,
     facts: FactsCache,
     fanout: FanoutCache,
@@ -181,6 +184,7 @@ impl RuleEngine {
         Ok(RuleEngine {
             facts: FactsCache::new(config.facts_cache_size),
             fanout: FanoutCache::new(config.facts_cache_size),
+            rewrites: std::sync::atomic::AtomicBool::new(rules.rewrites),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(config),
             oracle: Arc::new(HeuristicOracle),
@@ -223,6 +227,7 @@ impl RuleEngine {
         RuleEngine {
             facts: FactsCache::new(RulesConfig::default().facts_cache_size),
             fanout: FanoutCache::new(RulesConfig::default().facts_cache_size),
+            rewrites: std::sync::atomic::AtomicBool::new(rules.rewrites),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(RulesConfig::default()),
             oracle: Arc::new(HeuristicOracle),
@@ -311,6 +316,8 @@ impl RuleEngine {
                     Ok(mut guard) => *guard = rules.clone(),
                     Err(poisoned) => *poisoned.into_inner() = rules.clone(),
                 }
+                self.rewrites
+                    .store(rules.rewrites, std::sync::atomic::Ordering::Relaxed);
                 match self.config.write() {
                     Ok(mut guard) => *guard = config,
                     Err(poisoned) => *poisoned.into_inner() = config,

@@ -79,6 +79,9 @@ impl RuleEngine {
         in_transaction: bool,
         now: Instant,
     ) -> Option<RewriteAction> {
+        if !self.rewrites.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let set = self.rules();
         if !set.rewrites {
             return None;
