@@ -145,12 +145,20 @@ impl App {
         }
         let connect_timeout = config.connect_timeout();
 
-        let gate: Arc<dyn StatementGate> = Arc::new(rules.clone());
-        let proxy = Proxy::builder(config)
-            .observers(observers)
-            .gate(gate)
+        let inspect = config.inspect;
+        if !inspect {
+            tracing::warn!(
+                "inspection off: statements are relayed, not fingerprinted, counted or checked against rules"
+            );
+        }
+        let mut builder = Proxy::builder(config)
             .metrics(metrics)
-            .start()?;
+            .fingerprinting(inspect);
+        if inspect {
+            let gate: Arc<dyn StatementGate> = Arc::new(rules.clone());
+            builder = builder.observers(observers).gate(gate);
+        }
+        let proxy = builder.start()?;
         // /readyz connects the way sessions do, with the proxy's own upstream settings.
         let probe = Arc::new(UpstreamProbe::new(
             proxy.upstream().clone(),

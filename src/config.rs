@@ -69,6 +69,9 @@ pub struct Config {
     pub upstream_sslmode: Option<String>,
     /// CA bundle (PEM) for verifying the server; system roots when unset.
     pub upstream_sslrootcert: Option<PathBuf>,
+    /// Whether statements are looked at: fingerprints, statistics, slow log and rules. Off,
+    /// pgshape is a plain relay — the baseline that shows what inspection costs (`bench/run`).
+    pub inspect: bool,
     /// Per-fingerprint statistics, slow log and export settings (`[stats]`).
     pub stats: crate::stats::StatsConfig,
     /// Query-shape rules: rules directory, enforce/shadow mode, schema DSN (`[rules]`).
@@ -96,6 +99,7 @@ impl Default for Config {
             tls_key: None,
             upstream_sslmode: None,
             upstream_sslrootcert: None,
+            inspect: true,
             stats: crate::stats::StatsConfig::default(),
             rules: crate::rules::RulesConfig::default(),
         }

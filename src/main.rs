@@ -165,6 +165,9 @@ struct ServeArgs {
     /// enforce (warn/block act) or shadow (they are only counted) [default: enforce].
     #[arg(long, env = "PGSHAPE_RULES_MODE", value_parser = ["enforce", "shadow"])]
     rules_mode: Option<String>,
+    /// Relay only: no fingerprints, statistics, slow log or rules (a baseline for benchmarks).
+    #[arg(long, env = "PGSHAPE_NO_INSPECT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    no_inspect: Option<bool>,
     /// Monitoring connection string for schema lookups (keys, unique indexes, table sizes).
     #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
     schema_dsn: Option<String>,
@@ -219,6 +222,9 @@ impl ServeArgs {
             } else {
                 Mode::Enforce
             };
+        }
+        if let Some(off) = self.no_inspect {
+            config.inspect = !off;
         }
         if let Some(dsn) = self.schema_dsn {
             config.rules.schema_dsn = Some(dsn);
