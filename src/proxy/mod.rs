@@ -11,6 +11,7 @@ pub mod intercept;
 pub mod limits;
 pub mod metrics;
 pub mod pump;
+mod relay;
 mod session;
 mod startup;
 pub mod stream;
@@ -290,10 +291,20 @@ fn worker(
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
+    // The LocalSet polls the future it is blocked on at every wake-up of any session: that
+    // future is only a join handle, so the worker's own loop is polled only when a handoff,
+    // a finished session or shutdown wakes it (it was ~15% of the relay's instructions).
+    let main = local.spawn_local(async move {
         let mut sessions = tokio::task::JoinSet::new();
+        let mut stop = shutdown.clone();
+        let mut stopping = false;
         loop {
             tokio::select! {
+                // Relaying sessions learn of shutdown from this worker, not from a watch each.
+                true = async { stop.wait_for(|stopping| *stopping).await.is_ok() }, if !stopping => {
+                    stopping = true;
+                    relay::begin_shutdown();
+                }
                 next = handoff.recv() => {
                     let Some((stream, peer, permit)) = next else { break };
                     let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
@@ -324,4 +335,5 @@ fn worker(
             }
         }
     });
+    let _ = local.block_on(&runtime, main);
 }

@@ -5,10 +5,10 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
@@ -16,9 +16,10 @@ use tokio_rustls::TlsAcceptor;
 use super::frames::{ClientFrames, Phase, ServerFrames, SessionState};
 use super::limits::ConnectionCounts;
 use super::metrics::ProxyMetrics;
-use super::pump::{self, PumpEnd, PumpError, ReadReady, Side};
+use super::pump::{PumpEnd, PumpError, Side};
+use super::relay::{Direction, Drain, DrainWait};
 use super::startup::{Opening, fatal_for, forward_cancel, open};
-use super::stream::{ClientGone, ClientSink, ClientStream, ServerStream};
+use super::stream::{ClientStream, ServerStream};
 use super::tracker::Tracker;
 use super::upstream::{Upstream, UpstreamError};
 use crate::config::Config;
@@ -26,7 +27,6 @@ use crate::event::{Observers, SessionInfo, StatementGate};
 use crate::protocol::encode;
 use crate::protocol::startup::{self, StartupPacket};
 use crate::sql::FingerprintCache;
-use crate::with_halves;
 
 /// A client that has not finished its StartupMessage by then is dropped, so a silent
 /// connection cannot hold a slot (PostgreSQL's `authentication_timeout` default).
@@ -175,7 +175,6 @@ async fn run(
         (packet, leftover),
         (info, replication),
         shared,
-        shutdown,
     )
     .await;
     shared.metrics.server_connections_active.dec();
@@ -194,7 +193,6 @@ async fn relay(
     (startup_packet, leftover): (BytesMut, BytesMut),
     (info, replication): (SessionInfo, bool),
     shared: &Shared,
-    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), PumpError> {
     let server_err = |source| PumpError::Io {
         side: Side::Server,
@@ -247,35 +245,25 @@ async fn relay(
         client_mid_frame: false,
     });
     let max_frame = shared.config.max_frame_size;
-    let mut client_frames = ClientFrames {
+    let client_frames = ClientFrames {
         state: &state,
         metrics: &shared.metrics,
     };
-    let mut server_frames = ServerFrames {
+    let server_frames = ServerFrames {
         state: &state,
         metrics: &shared.metrics,
         statements_reported: 0,
     };
-    let pumps = Pumps {
+    let ended = Relay {
+        client: &mut *client,
+        server: &mut *server,
+        up: Direction::new(Side::Client, client_frames, max_frame, leftover),
+        down: Direction::new(Side::Server, server_frames, max_frame, first_answer),
         state: &state,
-        shared,
-        max_frame,
-        who: &who,
-        replication,
-    };
-    let ended = with_halves!(client, ClientStream, |client_read, client_write| {
-        with_halves!(server, ServerStream, |server_read, server_write| {
-            pumps
-                .run(
-                    (client_read, client_write),
-                    (server_read, server_write),
-                    (leftover, first_answer),
-                    (&mut client_frames, &mut server_frames),
-                    &mut shutdown,
-                )
-                .await
-        })
-    });
+        drain: DrainWait::new(shared.config.shutdown_grace()),
+    }
+    .run(shared, &who, replication)
+    .await;
     let error = match ended {
         Ended::Client(Ok(PumpEnd::Terminated)) => None,
         Ended::Client(Ok(PumpEnd::Eof)) => {
@@ -333,13 +321,23 @@ async fn relay(
     Ok(())
 }
 
-/// The two pumps of one session and what ends them.
-struct Pumps<'a> {
-    state: &'a RefCell<SessionState>,
-    shared: &'a Shared,
-    max_frame: usize,
-    who: &'a Who,
-    replication: bool,
+/// Both directions of one session, driven by one future (see [`super::relay`]).
+struct Relay<'a, 's> {
+    client: &'a mut ClientStream,
+    server: &'a mut ServerStream,
+    up: Direction<ClientFrames<'s>>,
+    down: Direction<ServerFrames<'s>>,
+    state: &'s RefCell<SessionState>,
+    drain: DrainWait,
+}
+
+/// What one stretch of relaying ended with.
+enum Step {
+    ClientEnded(Result<PumpEnd, PumpError>),
+    ServerEnded(Result<PumpEnd, PumpError>),
+    Shutdown(Drain),
+    /// The client had left; the server has now answered everything.
+    Idle,
 }
 
 /// A session's identity in log lines: `client 10.0.0.7:51000 (web@shop)`.
@@ -358,7 +356,7 @@ impl std::fmt::Display for Who {
     }
 }
 
-impl Pumps<'_> {
+impl Relay<'_, '_> {
     /// Relays both directions until one side leaves, shutdown, or an error.
     ///
     /// A client that leaves while the server still works on its statements (killed, timed out,
@@ -369,37 +367,12 @@ impl Pumps<'_> {
     /// not wait for the client: a CopyFail ends a COPY FROM STDIN and a Flush sends what an
     /// unsynced pipeline left buffered (both are ignored otherwise), and with
     /// `cancel_on_client_disconnect` the statement is cancelled.
-    async fn run<CR, CW, SR, SW>(
-        &self,
-        (mut client_read, client_write): (CR, CW),
-        (mut server_read, mut server_write): (SR, SW),
-        (leftover, first_answer): (BytesMut, BytesMut),
-        (client_frames, server_frames): (&mut ClientFrames<'_>, &mut ServerFrames<'_>),
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Ended
-    where
-        CR: ReadReady,
-        CW: AsyncWrite + Unpin,
-        SR: ReadReady,
-        SW: AsyncWrite + Unpin,
-    {
-        let grace = self.shared.config.shutdown_grace();
-        let gone = ClientGone::default();
-        let mut to_client = ClientSink::new(client_write, &gone);
-        let server_pump = pump::run(
-            Side::Server,
-            &mut server_read,
-            &mut to_client,
-            first_answer,
-            self.max_frame,
-            server_frames,
-        );
-        tokio::pin!(server_pump);
-        let left = tokio::select! {
-            r = pump::run(Side::Client, &mut client_read, &mut server_write, leftover, self.max_frame, client_frames) => r,
-            () = gone.wait() => Ok(PumpEnd::Eof),
-            r = &mut server_pump => return Ended::Server(r),
-            drain = drained(self.state, shutdown, grace) => return Ended::Shutdown(drain),
+    async fn run(mut self, shared: &Shared, who: &Who, replication: bool) -> Ended {
+        let left = match std::future::poll_fn(|cx| self.poll_step(cx, true)).await {
+            Step::ClientEnded(left) => left,
+            Step::ServerEnded(end) => return Ended::Server(end),
+            Step::Shutdown(drain) => return Ended::Shutdown(drain),
+            Step::Idle => Ok(PumpEnd::Eof),
         };
         let vanished = matches!(
             left,
@@ -418,78 +391,60 @@ impl Pumps<'_> {
         // A client that left inside a frame (it streams, e.g. CopyData) left the server holding
         // part of it: anything more would be read as the rest, so just close.
         let mid_frame = self.state.borrow().client_mid_frame;
-        if !(busy && (vanished || terminated)) || mid_frame || self.replication {
+        if !(busy && (vanished || terminated)) || mid_frame || replication {
             return Ended::Client(left);
         }
         if vanished {
             // Replies are still forwarded: a client that only closed its sending side (a
             // half-close) reads them as it would from the server; for a client that is really
-            // gone, the first failed write makes the sink drop the rest.
-            self.shared.metrics.client_disconnects_mid_statement.inc();
-            let cancel = self.shared.config.cancel_on_client_disconnect;
+            // gone, the first failed write makes the server direction drop the rest.
+            shared.metrics.client_disconnects_mid_statement.inc();
+            let cancel = shared.config.cancel_on_client_disconnect;
             tracing::info!(
                 cancel,
-                who = %self.who,
+                %who,
                 "client disconnected mid-statement; waiting for the server to finish it"
             );
             let mut nudge = encode::copy_fail("pgshape: the client disconnected");
             nudge.extend_from_slice(&encode::flush());
-            if server_write.write_all(&nudge).await.is_err() || server_write.flush().await.is_err()
-            {
+            if self.server.write_all_flush(&nudge).await.is_err() {
                 return Ended::Client(left);
             }
             let cancel_key = self.state.borrow().cancel_key.clone();
             if let (true, Some(key)) = (cancel, cancel_key) {
-                forward_cancel(&cancel_request(&key), self.shared).await;
+                forward_cancel(&cancel_request(&key), shared).await;
             }
         }
-        tokio::select! {
-            r = &mut server_pump => Ended::Server(r),
-            () = until_idle(self.state) => Ended::Client(left),
-            drain = drained(self.state, shutdown, grace) => Ended::Shutdown(drain),
+        match std::future::poll_fn(|cx| self.poll_step(cx, false)).await {
+            Step::ServerEnded(end) => Ended::Server(end),
+            Step::Shutdown(drain) => Ended::Shutdown(drain),
+            Step::Idle | Step::ClientEnded(_) => Ended::Client(left),
         }
     }
-}
 
-/// Completes once every request forwarded so far has been answered.
-async fn until_idle(state: &RefCell<SessionState>) {
-    // Only reached after a client left mid-statement: polling is cheaper than a notification
-    // on every ReadyForQuery of every session.
-    while !state.borrow().tracker.is_idle() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// How a session's shutdown wait ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drain {
-    /// Nothing was in flight: close now.
-    Idle,
-    /// Requests were still in flight when the grace period ended.
-    GraceOver,
-}
-
-/// Completes once shutdown was requested and the session has no request in flight, so a
-/// running statement is not cut off by a graceful shutdown — or when `grace` has passed.
-async fn drained(
-    state: &RefCell<SessionState>,
-    shutdown: &mut watch::Receiver<bool>,
-    grace: Duration,
-) -> Drain {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            std::future::pending::<()>().await;
+    /// One wake-up: both directions relay what they can, then the flags are read. With
+    /// `client_open` false only the server's replies are still relayed, until it is idle.
+    fn poll_step(&mut self, cx: &mut Context<'_>, client_open: bool) -> Poll<Step> {
+        if client_open
+            && let Poll::Ready(end) = self.up.poll_relay(cx, &mut *self.client, &mut *self.server)
+        {
+            return Poll::Ready(Step::ClientEnded(end));
         }
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    loop {
-        if state.borrow().tracker.is_idle() {
-            return Drain::Idle;
+        if let Poll::Ready(end) = self
+            .down
+            .poll_relay(cx, &mut *self.server, &mut *self.client)
+        {
+            return Poll::Ready(Step::ServerEnded(end));
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Drain::GraceOver;
+        if client_open && self.down.peer_gone() {
+            return Poll::Ready(Step::ClientEnded(Ok(PumpEnd::Eof)));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let idle =
+            self.up.is_flushed() && self.down.is_flushed() && self.state.borrow().tracker.is_idle();
+        if !client_open && idle {
+            return Poll::Ready(Step::Idle);
+        }
+        self.drain.poll(cx, idle).map(Step::Shutdown)
     }
 }
 
