@@ -29,6 +29,11 @@ use crate::sql::{self, FingerprintCache};
 /// against a client that prepares without ever closing.
 const MAX_NAMED: usize = 10_000;
 
+/// Statement texts a session remembers to recognise a verbatim repeat (see
+/// [`Tracker::recent_text`]), and the longest text remembered.
+const RECENT_TEXTS: usize = 4;
+const RECENT_TEXT_MAX_BYTES: usize = 4096;
+
 /// What an entry of the response FIFO is waiting for.
 #[derive(Debug)]
 enum Expect {
@@ -96,6 +101,7 @@ pub struct Tracker {
     last_completion: Instant,
     statements: u64,
     gate: Option<Box<dyn SessionGate>>,
+    recent: VecDeque<Arc<StatementText>>,
 }
 
 impl Tracker {
@@ -128,6 +134,7 @@ impl Tracker {
             last_completion: Instant::now(),
             statements: 0,
             gate,
+            recent: VecDeque::new(),
         }
     }
 
@@ -161,6 +168,24 @@ impl Tracker {
             rewritten_by: None,
             shadow: None,
         })
+    }
+
+    /// The text of a statement this session sends again verbatim (an unnamed Parse or a
+    /// Query repeated with `$n` parameters, as most drivers do): the last few texts are kept,
+    /// so a repeat costs a comparison of its bytes instead of a copy, an allocation and a
+    /// fingerprint lookup.
+    fn recent_text(&mut self, sql: &[u8]) -> Arc<StatementText> {
+        if let Some(i) = self.recent.iter().position(|t| t.sql[..] == *sql) {
+            return self.recent[i].clone();
+        }
+        let text = self.text(Bytes::copy_from_slice(sql));
+        if sql.len() <= RECENT_TEXT_MAX_BYTES {
+            if self.recent.len() == RECENT_TEXTS {
+                self.recent.pop_back();
+            }
+            self.recent.push_front(text.clone());
+        }
+        text
     }
 
     /// The statement's text for the server: the rewrite a rule asks for, if any. The text the
@@ -253,7 +278,6 @@ impl Tracker {
     ) -> ClientAction {
         match *message {
             FrontendMessage::Query { sql } => {
-                let sql = Bytes::copy_from_slice(sql);
                 let mut any = false;
                 // The Query to send instead, built only once a statement is rewritten or
                 // blocked: everything up to `copied` is in it.
@@ -262,7 +286,8 @@ impl Tracker {
                 for range in sql::split_statements(&sql) {
                     any = true;
                     let (start, end) = (range.start, range.end);
-                    let (text, rewrite) = self.rewritten(self.text(sql.slice(range)), &[], now);
+                    let text = self.recent_text(&sql[range]);
+                    let (text, rewrite) = self.rewritten(text, &[], now);
                     if let Some(block) = self.push_execution(text, Protocol::Simple, 0, now) {
                         // Run what came before, then let the server raise the block: the rest
                         // of the string is skipped exactly as after a real error.
@@ -281,7 +306,7 @@ impl Tracker {
                 }
                 if !any {
                     // The server answers an empty query string with EmptyQueryResponse.
-                    let text = self.text(sql.clone());
+                    let text = self.text(Bytes::copy_from_slice(sql));
                     self.push(Expect::completion(text, Protocol::Simple), now);
                 }
                 self.push(Expect::Ready, now);
@@ -298,8 +323,8 @@ impl Tracker {
                 sql,
                 param_types,
             } => {
-                let (text, rewrite) =
-                    self.rewritten(self.text(Bytes::copy_from_slice(sql)), param_types, now);
+                let text = self.recent_text(sql);
+                let (text, rewrite) = self.rewritten(text, param_types, now);
                 if name.is_empty() {
                     self.unnamed_statement = Some(text.clone());
                 } else if self.prepared.len() < MAX_NAMED || self.prepared.contains_key(name) {

@@ -363,17 +363,13 @@ impl RuleEngine {
             stmt.fingerprint,
         );
         if let Some(statics) = &cached
-            && !set.dynamic
             && statics.iter().all(|m| *m == StaticMatch::No)
         {
             return Verdict::allow();
         }
         let needs = set.needs;
-        let want_facts = match &cached {
-            None => needs.facts,
-            Some(_) => set.dynamic_needs_facts,
-        };
-        let facts = if want_facts {
+        // A remembered shape needs no facts: its per-execution conditions do not use them.
+        let facts = if cached.is_none() && needs.facts {
             let before = self.facts.parse_failures();
             let facts = self.facts.get_or_analyze(stmt.fingerprint, stmt.sql);
             if let Some(m) = &self.metrics
@@ -412,24 +408,35 @@ impl RuleEngine {
             let decided = match known {
                 Some(StaticMatch::No) => None,
                 Some(StaticMatch::Yes(decided_by)) => Some(decided_by),
-                Some(StaticMatch::Dynamic) | None => {
+                Some(StaticMatch::Dynamic(decided_by)) => rule
+                    .compiled
+                    .matches_execution(&subject)
+                    .then_some(decided_by),
+                None => {
                     let in_scope = rule.action != Action::Off
                         && rule
                             .scope
                             .applies(stmt.database, stmt.user, stmt.application_name);
-                    let result = if in_scope {
-                        rule.compiled.evaluate(&subject)
+                    let shape = if in_scope {
+                        rule.compiled.evaluate_shape(&subject)
                     } else {
                         None
                     };
+                    let per_execution = rule.compiled.needs.per_execution();
                     if let Some(learned) = &mut learned {
-                        learned.push(match result {
-                            _ if rule.compiled.needs.per_execution() => StaticMatch::Dynamic,
-                            Some(decided_by) => StaticMatch::Yes(decided_by),
+                        learned.push(match shape {
                             None => StaticMatch::No,
+                            Some(decided_by) if per_execution => StaticMatch::Dynamic(decided_by),
+                            Some(decided_by) => StaticMatch::Yes(decided_by),
                         });
                     }
-                    result
+                    match shape {
+                        Some(decided_by) if per_execution => rule
+                            .compiled
+                            .matches_execution(&subject)
+                            .then_some(decided_by),
+                        other => other,
+                    }
                 }
             };
             if let Some(decided_by) = decided {

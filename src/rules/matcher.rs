@@ -320,27 +320,50 @@ impl CompiledMatch {
 
     /// Matches one statement.
     pub fn evaluate(&self, s: &Subject<'_>) -> MatchResult {
-        let m = &self.spec;
-        if let Some(fps) = &m.fingerprint
-            && !fps.as_slice().iter().any(|f| f.0 == s.fingerprint)
-        {
+        if !self.matches_execution(s) {
             return None;
         }
+        self.evaluate_shape(s)
+    }
+
+    /// Whether the conditions that can change from one execution of a shape to the next hold:
+    /// comment tags, repeats, and the values of OFFSET, IN lists and LIKE patterns. None of
+    /// them needs the statement's facts, so a shape whose other conditions are known to hold
+    /// (see [`CompiledMatch::evaluate_shape`]) is judged again without them.
+    pub fn matches_execution(&self, s: &Subject<'_>) -> bool {
+        let m = &self.spec;
         if let Some(wanted) = &m.comment {
             let tags = s.tags();
             let all = wanted
                 .iter()
                 .all(|(key, pattern)| tags.iter().any(|(k, v)| k == key && glob_match(pattern, v)));
             if !all {
-                return None;
+                return false;
             }
         }
         if let Some(n) = m.repeats_gt {
             let window =
                 Duration::from_millis(m.repeat_window_ms.unwrap_or(DEFAULT_REPEAT_WINDOW_MS));
             if !s.repeats.is_some_and(|r| r.exceeds(n, window, s.now)) {
-                return None;
+                return false;
             }
+        }
+        m.offset_gt
+            .is_none_or(|n| s.values().offset.is_some_and(|o| o > n))
+            && m.in_list_len_gt
+                .is_none_or(|n| s.values().max_in_list_len > n)
+            && check(m.leading_wildcard_like, || s.values().leading_wildcard_like)
+    }
+
+    /// Matches the conditions that depend on the shape alone (with the catalog): the same for
+    /// every execution of a fingerprint. Conditions on values are reduced to what the shape
+    /// says (an OFFSET, an IN list, a LIKE is present).
+    pub fn evaluate_shape(&self, s: &Subject<'_>) -> MatchResult {
+        let m = &self.spec;
+        if let Some(fps) = &m.fingerprint
+            && !fps.as_slice().iter().any(|f| f.0 == s.fingerprint)
+        {
+            return None;
         }
         let mut decided_by = None;
         if !self.needs.facts {
@@ -380,13 +403,9 @@ impl CompiledMatch {
             })
             && check(m.cartesian_join, || f.cartesian_join)
             && check(m.select_star, || f.select_star)
-            && m.offset_gt
-                .is_none_or(|n| f.offset && s.values().offset.is_some_and(|o| o > n))
-            && m.in_list_len_gt
-                .is_none_or(|n| f.has_in_list && s.values().max_in_list_len > n)
-            && check(m.leading_wildcard_like, || {
-                f.has_like && s.values().leading_wildcard_like
-            })
+            && (m.offset_gt.is_none() || f.offset)
+            && (m.in_list_len_gt.is_none() || f.has_in_list)
+            && (m.leading_wildcard_like != Some(true) || f.has_like)
             && m.table_rows_gt.is_none_or(|n| {
                 f.tables_read.iter().any(|t| {
                     s.oracle

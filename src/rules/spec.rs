@@ -156,11 +156,6 @@ pub struct RuleSet {
     pub(crate) needs: Needs,
     /// Some rule rewrites: the proxy asks [`super::RuleEngine::rewrite`] for each statement.
     pub rewrites: bool,
-    /// Some active rule depends on the execution (constants, comments, repeats), so a shape's
-    /// remembered results never settle a statement alone.
-    pub(crate) dynamic: bool,
-    /// Some such rule also reads the shape's facts.
-    pub(crate) dynamic_needs_facts: bool,
     /// Distinct for every set built in this process (an address could be reused after a
     /// reload; this cannot).
     pub(crate) id: u64,
@@ -198,21 +193,12 @@ impl RuleSet {
             .filter(|r| r.action != Action::Off)
             .fold(Needs::default(), |n, r| n.union(r.compiled.needs));
         let rewrites = rules.iter().any(|r| r.action == Action::Rewrite);
-        let dynamic_rules = || {
-            rules
-                .iter()
-                .filter(|r| r.action != Action::Off && r.compiled.needs.per_execution())
-        };
-        let dynamic = dynamic_rules().next().is_some();
-        let dynamic_needs_facts = dynamic_rules().any(|r| r.compiled.needs.facts);
         Ok(RuleSet {
             rules,
             mode,
             source: source.to_owned(),
             needs,
             rewrites,
-            dynamic,
-            dynamic_needs_facts,
             id: NEXT_SET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }

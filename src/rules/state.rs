@@ -52,8 +52,9 @@ pub enum StaticMatch {
     No,
     /// Matches (and which oracle judged a fan-out, if one did).
     Yes(Option<super::OracleKind>),
-    /// Depends on the execution (constants, comments, repeats): evaluated every time.
-    Dynamic,
+    /// The shape's conditions hold (with that oracle's judgement); the ones that depend on
+    /// the execution (constants, comments, repeats) are checked every time.
+    Dynamic(Option<super::OracleKind>),
 }
 
 /// The rule set, catalog state and application name a connection's remembered results hold
