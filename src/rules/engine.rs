@@ -17,6 +17,7 @@ use super::catalog::{CatalogError, CatalogOracle};
 use super::matcher::Subject;
 use super::metrics::RuleMetrics;
 use super::oracle::{FanoutCache, HeuristicOracle, OracleKind, UniquenessOracle};
+use super::shared::SharedStatics;
 use super::spec::{Rule, RuleLoadError, RuleSet};
 use super::state::{ConnectionRuleState, StaticMatch};
 use super::{Action, Mode, RulesConfig, Severity};
@@ -142,6 +143,7 @@ pub struct RuleEngine {
     config: RwLock<RulesConfig>,
     facts: FactsCache,
     fanout: FanoutCache,
+    statics: SharedStatics,
     oracle: Arc<dyn UniquenessOracle>,
     catalog: Option<Arc<CatalogOracle>>,
     metrics: Option<RuleMetrics>,
@@ -184,6 +186,7 @@ impl RuleEngine {
         Ok(RuleEngine {
             facts: FactsCache::new(config.facts_cache_size),
             fanout: FanoutCache::new(config.facts_cache_size),
+            statics: SharedStatics::new(config.facts_cache_size),
             rewrites: std::sync::atomic::AtomicBool::new(rules.rewrites),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(config),
@@ -227,6 +230,7 @@ impl RuleEngine {
         RuleEngine {
             facts: FactsCache::new(RulesConfig::default().facts_cache_size),
             fanout: FanoutCache::new(RulesConfig::default().facts_cache_size),
+            statics: SharedStatics::new(RulesConfig::default().facts_cache_size),
             rewrites: std::sync::atomic::AtomicBool::new(rules.rewrites),
             rules: RwLock::new(Arc::new(rules)),
             config: RwLock::new(RulesConfig::default()),
@@ -356,12 +360,28 @@ impl RuleEngine {
         // What the rules that depend on the shape alone decided for this shape on this
         // connection before: under the same rule set, catalog and application name they decide
         // the same again, so a repeated statement skips their evaluation (and its facts).
-        let cached = conn.static_matches(
+        let catalog_changes = self.oracle.changes();
+        let mut cached = conn.static_matches(
             set.id,
-            self.oracle.changes(),
+            catalog_changes,
             stmt.application_name,
             stmt.fingerprint,
         );
+        // Not remembered by this connection: maybe by another one in the same scope.
+        let mut scope = None;
+        if cached.is_none() {
+            let id = conn.scope(|| {
+                self.statics
+                    .scope(stmt.database, stmt.user, stmt.application_name)
+            });
+            scope = Some(id);
+            cached = self
+                .statics
+                .get(stmt.fingerprint, id, set.id, catalog_changes);
+            if let Some(shared) = &cached {
+                conn.remember_static_matches(stmt.fingerprint, shared.clone());
+            }
+        }
         if let Some(statics) = &cached
             && statics.iter().all(|m| *m == StaticMatch::No)
         {
@@ -456,7 +476,17 @@ impl RuleEngine {
             }
         }
         if let Some(learned) = learned {
-            conn.remember_static_matches(stmt.fingerprint, learned.into());
+            let learned: Arc<[StaticMatch]> = learned.into();
+            if let Some(scope) = scope {
+                self.statics.insert(
+                    stmt.fingerprint,
+                    scope,
+                    set.id,
+                    catalog_changes,
+                    learned.clone(),
+                );
+            }
+            conn.remember_static_matches(stmt.fingerprint, learned);
         }
         if hits.is_empty() {
             return Verdict::allow();

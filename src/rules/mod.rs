@@ -27,6 +27,7 @@ pub mod glob;
 pub mod matcher;
 pub mod metrics;
 pub mod oracle;
+mod shared;
 pub mod spec;
 pub mod state;
 
@@ -155,7 +156,7 @@ impl Default for RulesConfig {
             mode: Mode::Enforce,
             schema_dsn: None,
             schema_refresh_secs: 300,
-            facts_cache_size: 10_000,
+            facts_cache_size: 20_000,
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct ConnectionRuleState {
     seen: HashMap<Fingerprint, Repeats, crate::sql::FastHasher>,
     static_key: StaticKey,
     statics: HashMap<Fingerprint, std::sync::Arc<[StaticMatch]>, crate::sql::FastHasher>,
+    /// This session's id in the engine's shared results (see `super::shared`), looked up
+    /// once per static key.
+    scope: Option<u64>,
 }
 
 impl ConnectionRuleState {
@@ -99,9 +102,15 @@ impl ConnectionRuleState {
             key.application_name.clear();
             key.application_name.push_str(application_name);
             self.statics.clear();
+            self.scope = None;
             return None;
         }
         self.statics.get(&fingerprint).cloned()
+    }
+
+    /// The session's scope id in the shared results, looking it up with `lookup` once.
+    pub(crate) fn scope(&mut self, lookup: impl FnOnce() -> u64) -> u64 {
+        *self.scope.get_or_insert_with(lookup)
     }
 
     pub(crate) fn remember_static_matches(

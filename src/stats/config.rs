@@ -51,7 +51,7 @@ impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
             enabled: true,
-            max_fingerprints: 5_000,
+            max_fingerprints: 20_000,
             top_k: 200,
             histogram_buckets_ms: DEFAULT_BUCKETS_MS.to_vec(),
             max_query_length: 2_048,

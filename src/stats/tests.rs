@@ -472,7 +472,7 @@ fn stats_section_reads_from_toml() {
     assert_eq!(config.stats.top_k, 10);
     assert!(config.stats.log_parameters);
     assert_eq!(
-        config.stats.max_fingerprints, 5_000,
+        config.stats.max_fingerprints, 20_000,
         "unset keys keep defaults"
     );
     assert!(config.stats.validate().is_ok());
