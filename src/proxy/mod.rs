@@ -319,6 +319,11 @@ fn worker(
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         }
+        // The acceptor closing the handoff channel (it does so at shutdown) may end the loop
+        // before the watch branch above ran.
+        if !stopping {
+            relay::begin_shutdown();
+        }
         // Sessions end themselves at the grace period (cancelling what still runs); this is
         // the backstop for one stuck in a write to a client that stopped reading.
         let grace = tokio::time::sleep(shared.config.shutdown_grace() + BACKSTOP);

@@ -74,7 +74,9 @@ async fn run(
     // Shutdown does not wait for a client that has not even sent its StartupMessage.
     let mut stop = shutdown.clone();
     let opening = tokio::select! {
-        opened = tokio::time::timeout(STARTUP_TIMEOUT, open(socket, shared)) => match opened {
+        // Boxed: start-up's futures (a TLS handshake among them) are large and short-lived; inline
+        // they would size the task of every session for its whole life (bench/run `idle`).
+        opened = tokio::time::timeout(STARTUP_TIMEOUT, Box::pin(open(socket, shared))) => match opened {
             Ok(result) => result?,
             Err(_) => return Ok(()),
         },
@@ -147,10 +149,7 @@ async fn run(
             return Ok(());
         }
     };
-    let mut server = match shared
-        .upstream
-        .connect(shared.config.connect_timeout())
-        .await
+    let mut server = match Box::pin(shared.upstream.connect(shared.config.connect_timeout())).await
     {
         Ok(server) => server,
         Err(error) => {
@@ -208,6 +207,9 @@ async fn relay(
         .write_all_flush(&startup_packet)
         .await
         .map_err(server_err)?;
+    // Its buffer (shared with what the client sent after it) would otherwise live as long as
+    // the session: an async fn drops its locals at the end of their scope, not at last use.
+    drop(startup_packet);
     // A server that accepted the connection but never speaks (hung, or another service on that
     // port) must not hold the client until the client's own timeout: its first answer is due
     // within the connect timeout, like the connect itself.
@@ -278,7 +280,7 @@ async fn relay(
                 // The statement still running would otherwise go on in the backend after its
                 // client is gone: cancel it as the client's own Ctrl-C would.
                 tracing::warn!(%who, "shutdown grace period over; cancelling the running statement");
-                forward_cancel(&cancel_request(&key), shared).await;
+                Box::pin(forward_cancel(&cancel_request(&key), shared)).await;
             }
             let hint = match drain {
                 Drain::Idle => "pgshape is shutting down",
@@ -412,7 +414,7 @@ impl Relay<'_, '_> {
             }
             let cancel_key = self.state.borrow().cancel_key.clone();
             if let (true, Some(key)) = (cancel, cancel_key) {
-                forward_cancel(&cancel_request(&key), shared).await;
+                Box::pin(forward_cancel(&cancel_request(&key), shared)).await;
             }
         }
         match std::future::poll_fn(|cx| self.poll_step(cx, false)).await {
@@ -456,4 +458,35 @@ fn cancel_request(key: &[u8]) -> Vec<u8> {
     packet.extend_from_slice(&80_877_102i32.to_be_bytes());
     packet.extend_from_slice(key);
     packet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle session costs mostly its task, whose future holds every state of `serve`
+    /// inline: the budget behind bench/run's "idle connections ≤ 4 KiB" target.
+    #[tokio::test]
+    async fn session_future_size() {
+        let config = Config::default();
+        let shared = Arc::new(Shared {
+            connections: Arc::default(),
+            upstream: Upstream::from_config(&config).expect("default upstream"),
+            tls: None,
+            observers: Arc::from(Vec::new()),
+            gate: None,
+            metrics: ProxyMetrics::new(),
+            fingerprints: None,
+            config,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let future = serve(client, addr, shared.clone(), None, rx);
+        let size = std::mem::size_of_val(&future);
+        // 3,680 bytes before start-up, upstream connect and cancel were boxed; more than
+        // this is a regression of every idle connection's cost.
+        assert!(size <= 3_072, "the session future grew to {size} bytes");
+    }
 }
