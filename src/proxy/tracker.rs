@@ -22,7 +22,7 @@ use crate::event::{
 use crate::protocol::backend::{BackendMessage, split_command_tag};
 use crate::protocol::frontend::FrontendMessage;
 use crate::proxy::intercept;
-use crate::sql::{self, FingerprintCache};
+use crate::sql::{self, FastHasher, FingerprintCache};
 
 /// Prepared statements and named portals kept per session before new names are no longer
 /// remembered (their executions are then reported with a placeholder text): bounds memory
@@ -89,9 +89,11 @@ pub struct Tracker {
     session: SessionInfo,
     observers: Observers,
     fingerprints: Option<Arc<FingerprintCache>>,
-    prepared: HashMap<Bytes, Arc<StatementText>>,
+    /// Keyed by the client's own names, in the client's own session: a hasher resistant to
+    /// chosen collisions would only protect a client from itself, and SipHash costs every Bind.
+    prepared: HashMap<Bytes, Arc<StatementText>, FastHasher>,
     unnamed_statement: Option<Arc<StatementText>>,
-    portals: HashMap<Bytes, Arc<StatementText>>,
+    portals: HashMap<Bytes, Arc<StatementText>, FastHasher>,
     unnamed_portal: Option<Arc<StatementText>>,
     pending: VecDeque<Entry>,
     /// Last known transaction status (`I`, `T`, `E`).
@@ -125,9 +127,9 @@ impl Tracker {
             session,
             observers,
             fingerprints,
-            prepared: HashMap::new(),
+            prepared: HashMap::default(),
             unnamed_statement: None,
-            portals: HashMap::new(),
+            portals: HashMap::default(),
             unnamed_portal: None,
             pending: VecDeque::new(),
             tx_status: b'I',
