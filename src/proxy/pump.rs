@@ -4,7 +4,7 @@
 //!
 //! Read buffers are pooled per worker so that a connection waiting between messages holds
 //! none: an idle connection costs its task and sockets, not 2 × 16 KiB (pgbouncer users run
-//! tens of thousands of mostly idle clients; see bench/idle_memory.sh).
+//! tens of thousands of mostly idle clients; see bench/run, workload `idle`).
 
 use std::time::Instant;
 

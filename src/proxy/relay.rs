@@ -14,7 +14,7 @@
 //! sits in memory. Every other frame is buffered whole (up to the frame limit) and decoded.
 //! A direction waiting between messages holds no read buffer: it takes one from a small
 //! per-worker pool for each read and gives it back when the read finds nothing, so an idle
-//! connection costs its task and sockets, not 2 × 16 KiB (see bench/idle_memory.sh).
+//! connection costs its task and sockets, not 2 × 16 KiB (bench/run, workload `idle`).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
