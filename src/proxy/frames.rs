@@ -1,4 +1,4 @@
-//! What each pump does with the frames it sees: the client side registers requests with the
+//! What each direction of the relay does with the frames it sees: the client side registers requests with the
 //! statement tracker (and checks the SCRAM channel-binding flag), the server side feeds replies
 //! to it, strips `-PLUS` SASL mechanisms and injects rule warnings.
 
@@ -30,7 +30,7 @@ pub(super) struct SessionState {
     pub(super) server_tls: bool,
     /// The BackendKeyData body (process id, secret key), to cancel a statement on shutdown.
     pub(super) cancel_key: Option<Vec<u8>>,
-    /// The server may hold part of a client frame (the client pump stopped mid-frame), so
+    /// The server may hold part of a client frame (the client direction stopped mid-frame), so
     /// pgshape must not send it anything of its own.
     pub(super) client_mid_frame: bool,
 }

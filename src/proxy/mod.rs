@@ -2,7 +2,7 @@
 //!
 //! Threading: one acceptor thread hands each new connection, round-robin, to one of N worker
 //! threads; each worker runs a single-threaded tokio runtime and owns its sessions for their
-//! whole life. A session's two pumps therefore share state through a `RefCell` with no lock,
+//! whole life. A session's two directions therefore share state through a `RefCell` with no lock,
 //! and no connection ever migrates between cores (measured before writing this: a relay on
 //! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
 

@@ -1,6 +1,6 @@
 //! One client session from accept to close: start-up (see [`super::startup`]), the upstream
-//! connection, the two pumps (see [`super::frames`]) until either side leaves, and graceful
-//! shutdown.
+//! connection, the relay of both directions (see [`super::relay`] and [`super::frames`]) until
+//! either side leaves, and graceful shutdown.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

@@ -285,7 +285,7 @@ impl Tracker {
                 // blocked: everything up to `copied` is in it.
                 let mut replaced: Option<Vec<u8>> = None;
                 let mut copied = 0;
-                for range in sql::split_statements(&sql) {
+                for range in sql::split_statements(sql) {
                     any = true;
                     let (start, end) = (range.start, range.end);
                     let text = self.recent_text(&sql[range]);
