@@ -28,33 +28,12 @@ start_postgres 20
 "$bindir/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 PORT=$(free_port)
 
-write_pgbouncer_ini() {
-    echo '"bench" ""' >"$WORK/userlist.txt"
-    cat >"$WORK/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/userlist.txt
-pool_mode = session
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-ignore_startup_parameters = extra_float_digits
-INI
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
-    return 0
-}
-
 instructions() { # TARGET MODE TXNS -> total instructions of the run
     local target=$1 mode=$2 txns=$3 out pid
     out="$WORK/cg.$target.$mode.$txns"
     case $target in
     pgbouncer)
-        write_pgbouncer_ini
-        [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK"
+        write_pgbouncer_ini "$PORT" 20
         as_pg valgrind --tool=callgrind --callgrind-out-file="$out" "$PGBOUNCER" "$WORK/pgbouncer.ini" \
             >"$WORK/$target.out" 2>&1 &
         ;;

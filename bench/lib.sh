@@ -1,5 +1,5 @@
-# Shared set-up of the benchmark scripts (sourced, not run): a throw-away PostgreSQL, pgshape
-# and pgbouncer on free ports, all stopped and removed on exit. As root, initdb, postgres and
+# Shared set-up of the shell benchmarks (sourced, not run): a throw-away PostgreSQL, free ports,
+# a pgbouncer configuration; everything stopped and removed on exit. As root, initdb, postgres and
 # pgbouncer run as the `postgres` system user (they refuse root) in a temp dir owned by it.
 #
 # Expects ROOT (the repository) and PGSHAPE_BIN; sets bindir, WORK, PG_PORT and PORT[name].
@@ -75,15 +75,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-stop_target() { # name: a pgshape or pgbouncer started below
-    if [ "$1" = pgbouncer ] && [ -f "$WORK/pgbouncer.pid" ]; then
-        kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
-    fi
-    kill "${PID[$1]}" 2>/dev/null || true
-    wait "${PID[$1]}" 2>/dev/null || true
-    unset "PID[$1]"
-}
-
 start_postgres() { # max_connections; creates database "bench" for trusted user "bench"
     PG_PORT=$(free_port)
     PORT[direct]=$PG_PORT
@@ -103,41 +94,26 @@ CONF
     as_pg "$bindir/createdb" -h 127.0.0.1 -p "$PG_PORT" -U bench bench
 }
 
-start_pgshape() { # name [serve flags...]
-    local name=$1
-    shift
-    PORT[$name]=$(free_port)
-    log "starting $name on port ${PORT[$name]}"
-    "$PGSHAPE_BIN" serve --listen "127.0.0.1:${PORT[$name]}" --upstream "127.0.0.1:$PG_PORT" \
-        --admin off "$@" >"$WORK/$name.log" 2>&1 &
-    PID[$name]=$!
-    wait_ready "${PORT[$name]}" "$name"
-}
-
-start_pgbouncer() { # max_client_conn [server_idle_timeout seconds, default 600]
-    PORT[pgbouncer]=$(free_port)
-    log "starting pgbouncer (session pooling) on port ${PORT[pgbouncer]}"
+write_pgbouncer_ini() { # port max_client_conn [server_idle_timeout seconds, default 600]
     echo '"bench" ""' >"$WORK/userlist.txt"
     cat >"$WORK/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$PG_PORT dbname=bench
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = ${PORT[pgbouncer]}
+listen_port = $1
 unix_socket_dir =
 auth_type = trust
 auth_file = $WORK/userlist.txt
 pool_mode = session
-max_client_conn = $1
-default_pool_size = $1
+max_client_conn = $2
+default_pool_size = $2
 max_db_connections = 0
-server_idle_timeout = ${2:-600}
+server_idle_timeout = ${3:-600}
 logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 ignore_startup_parameters = extra_float_digits
 INI
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
-    as_pg "$PGBOUNCER" -q "$WORK/pgbouncer.ini" &
-    PID[pgbouncer]=$!
-    wait_ready "${PORT[pgbouncer]}" pgbouncer
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"; fi
 }
+
