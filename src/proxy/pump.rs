@@ -62,7 +62,7 @@ impl Side {
     }
 }
 
-/// Why a pump stopped.
+/// Why a direction stopped.
 #[derive(Debug)]
 pub enum PumpEnd {
     /// The peer closed its side of the connection.
@@ -71,7 +71,7 @@ pub enum PumpEnd {
     Terminated,
 }
 
-/// A pump failure; the session turns it into a FATAL error for the client where one is due.
+/// A relay failure; the session turns it into a FATAL error for the client where one is due.
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
     #[error("{side:?} connection: {source}")]
@@ -89,11 +89,11 @@ pub enum Action {
     Forward,
     /// Send these bytes instead of the frame.
     Replace(Vec<u8>),
-    /// Forward the frame, then stop this pump.
+    /// Forward the frame, then stop this direction.
     ForwardAndStop(PumpEnd),
 }
 
-/// The per-direction logic plugged into [`run`].
+/// The per-direction logic plugged into [`super::relay::Direction`].
 pub trait FrameHandler {
     /// Frames of this tag are forwarded without being buffered or decoded.
     fn streams(&self, tag: u8) -> bool;
@@ -107,7 +107,7 @@ pub trait FrameHandler {
     /// Called after each forwarded batch.
     fn on_batch(&mut self, bytes: usize, frames: u64);
     /// Whether everything forwarded so far ends on a frame boundary: `false` before a batch is
-    /// written, then whether it ended mid-frame (a streamed frame continues). A pump dropped
+    /// written, then whether it ended mid-frame (a streamed frame continues). A direction dropped
     /// mid-write leaves it `false`: the peer may hold part of a frame, so nothing else may be
     /// sent to it.
     fn at_boundary(&mut self, _at: bool) {}

@@ -387,3 +387,6 @@ impl DrainWait {
         deadline.as_mut().poll(cx).map(|()| Drain::GraceOver)
     }
 }
+
+#[cfg(test)]
+mod tests;
