@@ -37,15 +37,65 @@ pub(crate) fn split_statements_by_lexing(sql: &[u8]) -> StatementSplitter<'_> {
     }
 }
 
-/// The statement's range when `sql` is certainly one statement: no `;` at all, and not
-/// starting with a comment (so its first token is significant).
+/// The statement's range when `sql` is certainly one statement, not starting with a comment
+/// (so its first token is significant): no `;` at all, or one `;` that ends the text and that
+/// nothing before it can hide from the lexer (see [`ends_outside_everything`]). pgbench and
+/// many drivers end their one statement with `;`; without this, every such text would be
+/// lexed twice (here, then by the fingerprint walk).
 fn single_statement(sql: &[u8]) -> Option<Range<usize>> {
     let whole = trim(sql, 0..sql.len());
     match sql.get(whole.start..whole.start + 2) {
         Some(b"--" | b"/*") | None => return None,
         _ => {}
     }
-    find1(sql, 0, b';').is_none().then_some(whole)
+    match find1(sql, 0, b';') {
+        None => Some(whole),
+        Some(at) if at + 1 == whole.end && ends_outside_everything(&sql[whole.start..at]) => {
+            let statement = trim(sql, whole.start..at);
+            (!statement.is_empty()).then_some(statement)
+        }
+        Some(_) => None,
+    }
+}
+
+/// Whether a `;` right after `text` is a statement boundary for the lexer: outside quotes and
+/// parentheses, with nothing in `text` that this byte scan does not follow exactly — a
+/// backslash (escape strings), `$` (dollar quotes, parameters), comments, or a `CREATE` (a
+/// routine's `BEGIN ATOMIC` body) — in which case the caller lexes instead.
+fn ends_outside_everything(text: &[u8]) -> bool {
+    if find1(text, 0, b'\\').is_some()
+        || text
+            .get(..6)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"create"))
+    {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'$' => return false,
+            b'-' if text.get(i + 1) == Some(&b'-') => return false,
+            b'/' if text.get(i + 1) == Some(&b'*') => return false,
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            quote @ (b'\'' | b'"') => {
+                // To the closing quote; a doubled quote is one quote of the content.
+                i += 1;
+                loop {
+                    match text.get(i) {
+                        None => return false,
+                        Some(&c) if c == quote && text.get(i + 1) == Some(&quote) => i += 2,
+                        Some(&c) if c == quote => break,
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    depth == 0
 }
 
 /// Iterator returned by [`split_statements`].

@@ -105,3 +105,40 @@ fn single_statement_fast_path_agrees_with_lexing() {
     assert_eq!(split("- -1"), ["- -1"]);
     assert_eq!(split("x"), ["x"]);
 }
+
+/// One statement ending in `;` is cut without lexing only where nothing can hide the `;`; each
+/// of these must come out exactly as the lexer cuts it, on whichever path it takes.
+#[test]
+fn trailing_semicolon_fast_path_agrees_with_lexing() {
+    let cases = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+        "SELECT 'a;b', \"x\"\"y\" FROM t WHERE s = 'it''s' ;  \n",
+        "SELECT (1);",
+        "SELECT (1;",
+        "SELECT 1);",
+        "SELECT 'unterminated;",
+        "SELECT \"a'b\" 'c;",
+        "SELECT E'\\';",
+        "SELECT $$;",
+        "SELECT $1;",
+        "SELECT 1 -- trailing comment;",
+        "SELECT 1 -- comment\n;",
+        "SELECT 1 /* c */;",
+        "SELECT 1 /* open;",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;",
+        "create table t (a int);",
+        ";",
+        "   ;  ",
+        "SELECT 1;;",
+        "SELECT 1; SELECT 2;",
+    ];
+    for sql in cases {
+        let fast: Vec<_> = split_statements(sql.as_bytes()).collect();
+        let slow: Vec<_> = crate::sql::split::split_statements_by_lexing(sql.as_bytes()).collect();
+        assert_eq!(fast, slow, "for {sql:?}");
+    }
+    assert_eq!(
+        split("SELECT abalance FROM pgbench_accounts WHERE aid = 42;"),
+        ["SELECT abalance FROM pgbench_accounts WHERE aid = 42"]
+    );
+}
