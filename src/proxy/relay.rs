@@ -111,7 +111,7 @@ impl<H: FrameHandler> Direction<H> {
         writer: &mut W,
     ) -> Poll<Result<PumpEnd, PumpError>>
     where
-        R: AsyncRead + Unpin,
+        R: AsyncRead + ReadReadiness + Unpin,
         W: AsyncWrite + Unpin,
     {
         loop {
@@ -139,6 +139,11 @@ impl<H: FrameHandler> Direction<H> {
             }
             if self.need_read {
                 if self.buf.capacity() == 0 {
+                    // Every wake-up polls both directions; the one whose peer sent nothing
+                    // returns here without taking a buffer from the pool and giving it back.
+                    if reader.poll_read_ready(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                     self.buf = take_buffer();
                 }
                 if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
@@ -282,6 +287,31 @@ impl<H: FrameHandler> Direction<H> {
 fn push_read(out: &mut Vec<Segment>, range: Range<usize>) {
     if !range.is_empty() {
         out.push(Segment::Read(range));
+    }
+}
+
+/// A reader that can say, without reading, that a read would find nothing yet.
+pub(super) trait ReadReadiness {
+    /// `Pending` (with `cx` registered) when a read would certainly block; `Ready` when it might
+    /// not (TLS cannot tell: rustls may hold decrypted bytes).
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReadiness for super::stream::ClientStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Plain(tcp) => tcp.poll_read_ready(cx),
+            Self::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl ReadReadiness for super::stream::ServerStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Plain(tcp) => tcp.poll_read_ready(cx),
+            Self::Tls(_) => Poll::Ready(Ok(())),
+        }
     }
 }
 

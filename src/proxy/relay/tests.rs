@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Direction;
+use super::{Direction, ReadReadiness};
 use crate::proxy::pump::{Action, FrameHandler, PumpEnd, PumpError, Side};
 
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -78,6 +78,12 @@ impl AsyncRead for Trickle {
         let start = self.at;
         buf.put_slice(&self.data[start..start + n]);
         self.at += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ReadReadiness for Trickle {
+    fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 }
