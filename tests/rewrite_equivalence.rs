@@ -934,42 +934,6 @@ async fn semijoin_rewrites_return_the_same_rows() {
     assert!(comparisons >= 5 * rewritten, "{comparisons} comparisons");
 }
 
-/// Every reply message up to ReadyForQuery, for `bytes` sent on `conn`.
-fn exchange(conn: &mut support::raw::RawConn, bytes: &[u8]) -> Vec<support::raw::BackendMsg> {
-    assert!(conn.send(bytes));
-    let msgs = conn.read_until(std::time::Duration::from_secs(30), |m| m.tag == b'Z');
-    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
-    msgs
-}
-
-/// Parse (unnamed) + Describe statement + Bind (no parameters) + Execute + Sync of `sql`.
-fn extended(sql: &str) -> Vec<u8> {
-    use support::raw::frame;
-    let cstr = |out: &mut Vec<u8>, s: &str| {
-        out.extend_from_slice(s.as_bytes());
-        out.push(0);
-    };
-    let mut parse = Vec::new();
-    cstr(&mut parse, "");
-    cstr(&mut parse, sql);
-    parse.extend_from_slice(&[0, 0]);
-    let mut describe = vec![b'S'];
-    cstr(&mut describe, "");
-    let mut bind = Vec::new();
-    cstr(&mut bind, "");
-    cstr(&mut bind, "");
-    bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    let mut execute = Vec::new();
-    cstr(&mut execute, "");
-    execute.extend_from_slice(&[0, 0, 0, 0]);
-    let mut out = frame(b'P', &parse);
-    out.extend(frame(b'D', &describe));
-    out.extend(frame(b'B', &bind));
-    out.extend(frame(b'E', &execute));
-    out.extend(frame(b'S', &[]));
-    out
-}
-
 /// A reply as the comparison allows: every message in order, or with the DataRows sorted
 /// (multisets), or with DataRows only counted (a LIMIT under ties).
 fn comparable(
@@ -1048,7 +1012,7 @@ fn every_variant_through_pgshape_in_both_protocols() {
         let sql = fill(v.sql, &values);
         let fp = pgshape::sql::fingerprint(sql.as_bytes());
         // The first execution asks for the proof; wait for every rule's decision.
-        exchange(&mut via, &support::raw::query(&sql));
+        support::raw::exchange(&mut via, &support::raw::query(&sql));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while rewriter
             .plans_for(fp)
@@ -1067,10 +1031,10 @@ fn every_variant_through_pgshape_in_both_protocols() {
         let deterministic = !v.sql.contains("random()");
         for (protocol, bytes) in [
             ("simple", support::raw::query(&sql)),
-            ("extended", extended(&sql)),
+            ("extended", support::raw::extended(&sql, &[])),
         ] {
-            let got = comparable(exchange(&mut via, &bytes), v.compare);
-            let want = comparable(exchange(&mut direct, &bytes), v.compare);
+            let got = comparable(support::raw::exchange(&mut via, &bytes), v.compare);
+            let want = comparable(support::raw::exchange(&mut direct, &bytes), v.compare);
             if deterministic && got != want {
                 failures.push(format!("{} ({protocol}): replies differ\n  {sql}", v.name));
             }

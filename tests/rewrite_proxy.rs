@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pgshape::rewrite::Outcome;
 use pgshape::sql::{Fingerprint, fingerprint};
-use support::raw::{BackendMsg, RawConn, frame};
+use support::raw::{RawConn, exchange, extended};
 use support::shop::{COUNT, INCIDENT, Shop, incident, incident_params};
 
 const RULE: &str = "distinct-over-fanout-join";
@@ -36,48 +36,6 @@ fn start(action: &str) -> (Shop, RawConn, RawConn) {
     let via = login(&shop, false);
     let direct = login(&shop, true);
     (shop, via, direct)
-}
-
-/// Sends `bytes` and returns every message up to and including ReadyForQuery.
-fn exchange(conn: &mut RawConn, bytes: &[u8]) -> Vec<BackendMsg> {
-    assert!(conn.send(bytes));
-    let msgs = conn.read_until(Duration::from_secs(20), |m| m.tag == b'Z');
-    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
-    msgs
-}
-
-fn cstr(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(s.as_bytes());
-    out.push(0);
-}
-
-/// Parse (unnamed, no types) + Describe statement + Bind (text params) + Execute + Sync.
-fn extended(sql: &str, params: &[&str]) -> Vec<u8> {
-    let mut parse = Vec::new();
-    cstr(&mut parse, "");
-    cstr(&mut parse, sql);
-    parse.extend_from_slice(&0i16.to_be_bytes());
-    let mut describe = vec![b'S'];
-    cstr(&mut describe, "");
-    let mut bind = Vec::new();
-    cstr(&mut bind, "");
-    cstr(&mut bind, "");
-    bind.extend_from_slice(&0i16.to_be_bytes());
-    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
-    for p in params {
-        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
-        bind.extend_from_slice(p.as_bytes());
-    }
-    bind.extend_from_slice(&0i16.to_be_bytes());
-    let mut execute = Vec::new();
-    cstr(&mut execute, "");
-    execute.extend_from_slice(&0i32.to_be_bytes());
-    let mut out = frame(b'P', &parse);
-    out.extend(frame(b'D', &describe));
-    out.extend(frame(b'B', &bind));
-    out.extend(frame(b'E', &execute));
-    out.extend(frame(b'S', &[]));
-    out
 }
 
 fn applied(shop: &Shop, fp: Fingerprint) -> u64 {

@@ -66,6 +66,50 @@ pub fn query(sql: &str) -> Vec<u8> {
     frame(b'Q', &body)
 }
 
+fn cstr(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+}
+
+/// One extended-protocol round trip of `sql`: Parse (unnamed, no declared types), Describe
+/// statement, Bind (`params` as text values), Execute, Sync.
+pub fn extended(sql: &str, params: &[&str]) -> Vec<u8> {
+    let mut parse = Vec::new();
+    cstr(&mut parse, "");
+    cstr(&mut parse, sql);
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    let mut describe = vec![b'S'];
+    cstr(&mut describe, "");
+    let mut bind = Vec::new();
+    cstr(&mut bind, "");
+    cstr(&mut bind, "");
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        bind.extend_from_slice(p.as_bytes());
+    }
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    let mut execute = Vec::new();
+    cstr(&mut execute, "");
+    execute.extend_from_slice(&0i32.to_be_bytes());
+    let mut out = frame(b'P', &parse);
+    out.extend(frame(b'D', &describe));
+    out.extend(frame(b'B', &bind));
+    out.extend(frame(b'E', &execute));
+    out.extend(frame(b'S', &[]));
+    out
+}
+
+/// Sends `bytes` on `conn` and returns every reply up to and including ReadyForQuery (within
+/// 30 s; a missing ReadyForQuery fails the test with what did arrive).
+pub fn exchange(conn: &mut RawConn, bytes: &[u8]) -> Vec<BackendMsg> {
+    assert!(conn.send(bytes));
+    let msgs = conn.read_until(Duration::from_secs(30), |m| m.tag == b'Z');
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    msgs
+}
+
 /// A blocking TCP connection with a read buffer.
 pub struct RawConn {
     stream: TcpStream,
