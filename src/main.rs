@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pgshape::app::App;
 use pgshape::config::Config;
-use pgshape::rules::Mode;
+use pgshape::rules::{Mode, Severity};
 
 /// PostgreSQL wire-protocol proxy that times every statement, groups statements by shape
 /// (fingerprint), exports per-query metrics and flags, warns about or blocks bad query shapes.
@@ -165,6 +165,14 @@ struct ServeArgs {
     /// enforce (warn/block act) or shadow (they are only counted) [default: enforce].
     #[arg(long, env = "PGSHAPE_RULES_MODE", value_parser = ["enforce", "shadow"])]
     rules_mode: Option<String>,
+    /// Staging guard: every observe/warn rule of at least this severity blocks (the shipped
+    /// rules never block unless asked to).
+    #[arg(long, env = "PGSHAPE_BLOCK_ON", value_parser = ["info", "warning", "error"])]
+    block_on: Option<String>,
+    /// Override one rule's action: ID=off|observe|warn|block|rewrite (repeatable; wins over
+    /// --block-on and the rule file).
+    #[arg(long = "rule-action", value_name = "ID=ACTION", value_parser = parse_rule_action)]
+    rule_actions: Vec<(String, pgshape::rules::Action)>,
     /// Relay only: no fingerprints, statistics, slow log or rules (a baseline for benchmarks).
     #[arg(long, env = "PGSHAPE_NO_INSPECT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     no_inspect: Option<bool>,
@@ -223,6 +231,14 @@ impl ServeArgs {
                 Mode::Enforce
             };
         }
+        if let Some(level) = self.block_on {
+            config.rules.block_on = Some(match level.as_str() {
+                "info" => Severity::Info,
+                "warning" => Severity::Warning,
+                _ => Severity::Error,
+            });
+        }
+        config.rules.actions.extend(self.rule_actions);
         if let Some(off) = self.no_inspect {
             config.inspect = !off;
         }
@@ -231,6 +247,14 @@ impl ServeArgs {
         }
         Ok(config)
     }
+}
+
+fn parse_rule_action(text: &str) -> Result<(String, pgshape::rules::Action), String> {
+    let (id, action) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not ID=ACTION"))?;
+    let action = action.trim().parse()?;
+    Ok((id.trim().to_owned(), action))
 }
 
 fn init_logging(format: &str, default_filter: &str) {

@@ -612,3 +612,85 @@ fn rewrite_explain_shows_a_running_proxys_decision() {
         "cannot reach the admin API at http://",
     );
 }
+
+/// The shipped rules observe; `--block-on` turns the staging guard on, `--rule-action` sets one
+/// rule, and a rule id that does not exist stops pgshape before it listens.
+#[test]
+fn serve_block_on_and_rule_action_choose_what_acts() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    psql_query(&db, "CREATE TABLE t(a int); INSERT INTO t VALUES (1), (2)");
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let run = |name: &str, args: &[&str]| {
+        let listen = free_addr();
+        let mut all = vec![
+            "--listen".to_owned(),
+            listen.to_string(),
+            "--admin".to_owned(),
+            "off".to_owned(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let serve = Serve::spawn(cluster, &shipped, &all, &[], dir.path().join(name));
+        serve.wait_log("listening");
+        let out = support::psql(&db.via(listen), &["-c", "DELETE FROM t"], None);
+        (serve, out)
+    };
+
+    let (_serve, out) = run("default.log", &[]);
+    out.assert_success();
+    assert!(!out.stderr.contains("WARNING"), "{}", out.stderr);
+    psql_query(&db, "INSERT INTO t VALUES (1), (2)");
+
+    let (_serve, out) = run("guard.log", &["--block-on", "error"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("PGS01")
+            || out
+                .stderr
+                .contains("blocked by rule update-or-delete-without-where"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        psql_query(&db, "SELECT count(*) FROM t"),
+        "2",
+        "nothing deleted"
+    );
+
+    let (_serve, out) = run(
+        "per-rule.log",
+        &[
+            "--block-on",
+            "error",
+            "--rule-action",
+            "update-or-delete-without-where=warn",
+        ],
+    );
+    out.assert_success();
+    assert!(out.stderr.contains("WARNING"), "{}", out.stderr);
+    assert_eq!(psql_query(&db, "SELECT count(*) FROM t"), "0");
+
+    let out = pgshape(&[
+        "serve",
+        "--listen",
+        &free_addr().to_string(),
+        "--upstream",
+        &cluster.addr().to_string(),
+        "--admin",
+        "off",
+        "--rule-action",
+        "update-without-where=block",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no rule has id `update-without-where`"),
+        "{err}"
+    );
+    let out = pgshape(&["serve", "--rule-action", "n-plus-one=loud"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("unknown action `loud`"), "{err}");
+}

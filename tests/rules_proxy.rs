@@ -48,6 +48,12 @@ fn rules_dir(action: &str) -> tempfile::TempDir {
     dir
 }
 
+/// `serve --block-on error`: the staging guard, under which the shipped
+/// update-or-delete-without-where rule blocks.
+fn staging_guard(config: &mut Config, _: &ConnParams) {
+    config.rules.block_on = Some(pgshape::rules::Severity::Error);
+}
+
 struct Running {
     app: Option<App>,
     db: ConnParams,
@@ -212,7 +218,7 @@ async fn only_the_catalog_sees_fan_out_behind_uninformative_names() {
 
 #[test]
 fn block_outside_and_inside_a_transaction_in_simple_protocol() {
-    let run = Running::start("observe", |_, _| {});
+    let run = Running::start("observe", staging_guard);
     let out = psql(&run.via(), &["-X", "-c", "DELETE FROM t"], None);
     assert!(!out.success());
     assert!(
@@ -255,7 +261,7 @@ fn block_outside_and_inside_a_transaction_in_simple_protocol() {
 
 #[tokio::test]
 async fn block_in_extended_protocol_keeps_transaction_state_consistent() {
-    let run = Running::start("observe", |_, _| {});
+    let run = Running::start("observe", staging_guard);
     let blocked = SqlState::from_code("PGS01");
     let mut client = run.tokio_client().await;
     let err = client.execute("DELETE FROM t", &[]).await.unwrap_err();
@@ -310,7 +316,7 @@ fn read_until_ready(s: &mut TcpStream) -> (Vec<u8>, u8, String) {
 
 #[test]
 fn block_in_a_pipeline_skips_to_sync_like_a_server_error() {
-    let run = Running::start("observe", |_, _| {});
+    let run = Running::start("observe", staging_guard);
     let mut s = TcpStream::connect(run.app().proxy_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&encode::startup(&[
@@ -363,7 +369,8 @@ fn block_in_a_pipeline_skips_to_sync_like_a_server_error() {
 
 #[test]
 fn shadow_mode_only_observes() {
-    let run = Running::start("warn", |config, _| {
+    let run = Running::start("warn", |config, db| {
+        staging_guard(config, db);
         config.rules.mode = pgshape::rules::Mode::Shadow;
     });
     let out = psql(&run.via(), &["-X", "-c", "DELETE FROM t"], None);
@@ -371,4 +378,82 @@ fn shadow_mode_only_observes() {
     assert!(!out.stderr.contains("WARNING"), "{}", out.stderr);
     assert_eq!(psql_query(&run.via(), "SELECT count(*) FROM t"), "0");
     assert_eq!(run.hits("update-or-delete-without-where"), 1);
+}
+
+/// Transparent by default: with the shipped configuration (embedded rules, no flags), a
+/// workload that trips every shipped rule that needs no catalog — destructive statements
+/// included — prints exactly what it prints directly, while each rule still counts its hit.
+#[test]
+fn shipped_defaults_change_nothing_a_client_sees() {
+    let cluster = PgCluster::shared();
+    let direct = cluster.fresh_database();
+    let proxied = cluster.fresh_database();
+    for db in [&direct, &proxied] {
+        psql_query(db, SCHEMA);
+        // The same rows both ways, down to the timestamps the incident's query prints.
+        psql_query(
+            db,
+            "UPDATE shop_order SET created_at = '2026-01-01' WHERE true",
+        );
+    }
+    let app = App::start(support::app_config(cluster)).expect("pgshape starts");
+
+    let in_list: Vec<String> = (1..=1001).map(|i| i.to_string()).collect();
+    let repeated = "SELECT status FROM shop_order WHERE id = 1;\n".repeat(12);
+    let script = format!(
+        "{INCIDENT};\n\
+         SELECT count(DISTINCT o.id) FROM shop_order o JOIN shop_orderitem i ON i.order_id = o.id;\n\
+         SELECT count(*) FROM shop_order, shop_orderitem;\n\
+         SELECT count(*) FROM shop_order WHERE id IN ({});\n\
+         SELECT count(*) FROM shop_order WHERE status LIKE '%aid';\n\
+         SELECT count(*) FROM shop_order WHERE id NOT IN (SELECT order_id FROM shop_orderitem);\n\
+         SELECT id FROM shop_order ORDER BY id OFFSET 1500;\n\
+         SELECT count(*) FROM (SELECT id FROM shop_order ORDER BY random()) r;\n\
+         BEGIN;\n{repeated}COMMIT;\n\
+         UPDATE t SET a = a * 2;\n\
+         SELECT a FROM t ORDER BY a;\n\
+         DELETE FROM shop_orderitem;\n\
+         DELETE FROM t;\n\
+         SELECT 1/0;\n\
+         SELECT count(*) FROM t;\n\
+         TRUNCATE shop_order CASCADE;\n\
+         SELECT count(*) FROM shop_order;\n",
+        in_list.join(", ")
+    );
+    let run = |conn: &ConnParams| psql(conn, &["-a"], Some(&script));
+    let want = run(&direct);
+    let got = run(&proxied.via(app.proxy_addr()));
+    assert!(want.stderr.contains("division by zero"), "{}", want.stderr);
+    assert_eq!(got.stdout, want.stdout, "stdout through pgshape differs");
+    assert_eq!(got.stderr, want.stderr, "stderr (errors, notices) differs");
+    assert_eq!(got.status.code(), want.status.code());
+
+    let (status, body) = support::http(app.admin_addr().unwrap(), "GET", "/api/rules");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for id in [
+        "distinct-over-fanout-join",
+        "count-distinct-fanout",
+        "cartesian-join",
+        "huge-in-list",
+        "leading-wildcard-like",
+        "not-in-subquery",
+        "offset-pagination-deep",
+        "order-by-random",
+        "n-plus-one",
+        "update-or-delete-without-where",
+    ] {
+        let rule = json["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("rule {id} not listed: {json}"));
+        assert_eq!(rule["action"], "observe", "{id} ships observing");
+        assert!(
+            rule["hits"].as_u64().unwrap() >= 1,
+            "{id} saw its statement: {rule}"
+        );
+    }
+    app.shutdown();
 }

@@ -533,10 +533,11 @@ impl RuleEngine {
 }
 
 fn load(config: &RulesConfig) -> Result<RuleSet, RuleLoadError> {
-    match &config.dir {
-        Some(dir) => RuleSet::load_dir(dir, config.mode),
-        None => RuleSet::embedded(config.mode),
-    }
+    let set = match &config.dir {
+        Some(dir) => RuleSet::load_dir(dir, config.mode)?,
+        None => RuleSet::embedded(config.mode)?,
+    };
+    set.with_policy(config.block_on, &config.actions)
 }
 
 /// Shadow mode observes what enforce mode would warn about, block or rewrite.

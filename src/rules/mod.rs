@@ -107,19 +107,28 @@ impl Action {
     }
 }
 
-impl<'de> Deserialize<'de> for Action {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Action, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
+impl std::str::FromStr for Action {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Action, String> {
+        match s {
             "off" => Ok(Action::Off),
             "observe" => Ok(Action::Observe),
             "warn" => Ok(Action::Warn),
             "block" => Ok(Action::Block),
             "rewrite" => Ok(Action::Rewrite),
-            other => Err(serde::de::Error::custom(format!(
+            other => Err(format!(
                 "unknown action `{other}`, expected off, observe, warn, block or rewrite"
-            ))),
+            )),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Action, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -147,6 +156,12 @@ pub struct RulesConfig {
     pub schema_refresh_secs: u64,
     /// Most statement shapes whose facts are cached.
     pub facts_cache_size: usize,
+    /// The staging guard: every `observe` or `warn` rule of at least this severity blocks
+    /// (`--block-on`). Unset in the shipped configuration, which never blocks.
+    pub block_on: Option<Severity>,
+    /// Per-rule action overrides by rule id (`[rules.actions]`, `--rule-action ID=ACTION`);
+    /// they win over `block_on` and over the rule files.
+    pub actions: std::collections::BTreeMap<String, Action>,
 }
 
 impl Default for RulesConfig {
@@ -157,6 +172,8 @@ impl Default for RulesConfig {
             schema_dsn: None,
             schema_refresh_secs: 300,
             facts_cache_size: 20_000,
+            block_on: None,
+            actions: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub enum RuleLoadError {
     },
     #[error("cannot read rules from {path}: {message}")]
     Io { path: String, message: String },
+    #[error("[rules.actions] / --rule-action: {message}")]
+    Override { message: String },
 }
 
 /// `[scope]`: where a rule applies; an empty list means everywhere.
@@ -242,6 +244,62 @@ impl RuleSet {
             .map(|(name, text)| (format!("embedded:{name}"), (*text).to_owned()))
             .collect();
         RuleSet::from_sources("embedded", &files, mode)
+    }
+
+    /// Applies the deployment's action policy (`[rules] block_on` and `[rules.actions]`) over
+    /// the actions written in the rule files, so that the same files serve production
+    /// (observe) and a staging guard (block) without being edited.
+    ///
+    /// # Errors
+    /// An override naming a rule that no file defines (a typo would otherwise silently guard
+    /// nothing), or `rewrite` for a rule that has no rewrite.
+    pub fn with_policy(
+        mut self,
+        block_on: Option<Severity>,
+        actions: &std::collections::BTreeMap<String, Action>,
+    ) -> Result<RuleSet, RuleLoadError> {
+        for id in actions.keys() {
+            if self.get(id).is_none() {
+                let known: Vec<&str> = self.rules.iter().map(|r| &*r.id).collect();
+                return Err(RuleLoadError::Override {
+                    message: format!(
+                        "no rule has id `{id}` in {} (rules: {})",
+                        self.source,
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        for rule in &mut self.rules {
+            let action = match actions.get(&*rule.id) {
+                Some(&Action::Rewrite) if rule.rewrite.is_none() => {
+                    return Err(RuleLoadError::Override {
+                        message: format!(
+                            "rule `{}` has no rewrite (action `rewrite` needs a [rewrite] sql \
+                             template or the built-in semi-join shape)",
+                            rule.id
+                        ),
+                    });
+                }
+                Some(&action) => action,
+                None if block_on.is_some_and(|level| rule.severity >= level)
+                    && matches!(rule.action, Action::Observe | Action::Warn) =>
+                {
+                    Action::Block
+                }
+                None => continue,
+            };
+            if action != rule.action {
+                Arc::make_mut(rule).action = action;
+            }
+        }
+        self.needs = self
+            .rules
+            .iter()
+            .filter(|r| r.action != Action::Off)
+            .fold(Needs::default(), |n, r| n.union(r.compiled.needs));
+        self.rewrites = self.rules.iter().any(|r| r.action == Action::Rewrite);
+        Ok(self)
     }
 
     /// A rule by id.

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,7 +103,19 @@ fn multi_column_keys_must_be_covered() {
 #[test]
 fn block_in_enforce_and_observe_in_shadow() {
     let sql = "DELETE FROM sessions";
+    // Shipped as it is, the rule only observes: transparent by default.
     let v = eval(&shipped(), sql);
+    assert_eq!(ids(&v), ["update-or-delete-without-where"]);
+    assert_eq!(v.hits[0].action, Action::Observe);
+    assert_eq!(v.action, VerdictAction::Allow);
+
+    let guard = |mode| {
+        let set = RuleSet::embedded(mode)
+            .and_then(|set| set.with_policy(Some(Severity::Error), &Default::default()))
+            .expect("rules");
+        RuleEngine::from_rule_set(set)
+    };
+    let v = eval(&guard(Mode::Enforce), sql);
     assert_eq!(ids(&v), ["update-or-delete-without-where"]);
     let VerdictAction::Block {
         rule,
@@ -117,8 +129,7 @@ fn block_in_enforce_and_observe_in_shadow() {
     assert!(message.contains("every row"));
     assert!(hint.as_deref().is_some_and(|h| h.contains("WHERE")));
 
-    let shadow = RuleEngine::from_rule_set(RuleSet::embedded(Mode::Shadow).expect("rules"));
-    let v = eval(&shadow, sql);
+    let v = eval(&guard(Mode::Shadow), sql);
     assert_eq!(ids(&v), ["update-or-delete-without-where"]);
     assert_eq!(v.hits[0].action, Action::Observe);
     assert_eq!(v.action, VerdictAction::Allow);
@@ -463,12 +474,8 @@ fn shipped_rules_have_docs_and_hints() {
             "{}",
             rule.id
         );
-        let expected = if &*rule.id == "update-or-delete-without-where" {
-            Action::Block
-        } else {
-            Action::Observe
-        };
-        assert_eq!(rule.action, expected, "{}", rule.id);
+        // Transparent by default: no shipped rule warns, blocks or rewrites unless asked.
+        assert_eq!(rule.action, Action::Observe, "{}", rule.id);
     }
     let first = set.get("distinct-over-fanout-join").expect("rule");
     assert!(first.hint.as_deref().is_some_and(|h| h.contains("EXISTS")));
@@ -489,6 +496,86 @@ fn config_file_has_a_rules_table() {
     let err = toml::from_str::<crate::config::Config>("[rules]\nmode = \"loud\"\n")
         .expect_err("unknown mode");
     assert!(err.to_string().contains("loud"), "{err}");
+}
+
+#[test]
+fn block_on_turns_observe_and_warn_rules_of_that_severity_into_blocks() {
+    let set = RuleSet::embedded(Mode::Enforce)
+        .and_then(|set| set.with_policy(Some(Severity::Warning), &Default::default()))
+        .expect("rules");
+    for rule in &set.rules {
+        let expected = if rule.severity >= Severity::Warning {
+            Action::Block
+        } else {
+            Action::Observe
+        };
+        assert_eq!(rule.action, expected, "{}", rule.id);
+    }
+    // The incident's shape now refused, not just counted.
+    let v = eval(&RuleEngine::from_rule_set(set), INCIDENT);
+    assert!(
+        matches!(v.action, VerdictAction::Block { .. }),
+        "{:?}",
+        v.action
+    );
+}
+
+#[test]
+fn rule_actions_override_files_and_block_on() {
+    let actions = BTreeMap::from([
+        ("update-or-delete-without-where".to_owned(), Action::Warn),
+        ("distinct-over-fanout-join".to_owned(), Action::Rewrite),
+        ("order-by-random".to_owned(), Action::Off),
+    ]);
+    let set = RuleSet::embedded(Mode::Enforce)
+        .and_then(|set| set.with_policy(Some(Severity::Error), &actions))
+        .expect("rules");
+    let action = |id: &str| set.get(id).expect("rule").action;
+    assert_eq!(action("update-or-delete-without-where"), Action::Warn);
+    assert_eq!(action("distinct-over-fanout-join"), Action::Rewrite);
+    assert_eq!(action("order-by-random"), Action::Off);
+    assert!(set.rewrites);
+
+    let typo = BTreeMap::from([("update-without-where".to_owned(), Action::Block)]);
+    let err = RuleSet::embedded(Mode::Enforce)
+        .and_then(|set| set.with_policy(None, &typo))
+        .expect_err("unknown rule id");
+    let text = err.to_string();
+    assert!(
+        text.contains("no rule has id `update-without-where`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("update-or-delete-without-where"),
+        "lists the known ids: {text}"
+    );
+
+    let no_rewrite = BTreeMap::from([("order-by-random".to_owned(), Action::Rewrite)]);
+    let err = RuleSet::embedded(Mode::Enforce)
+        .and_then(|set| set.with_policy(None, &no_rewrite))
+        .expect_err("no rewrite to apply");
+    assert!(err.to_string().contains("has no rewrite"), "{err}");
+}
+
+#[test]
+fn config_file_sets_block_on_and_rule_actions() {
+    let config: crate::config::Config =
+        toml::from_str("[rules]\nblock_on = \"error\"\n[rules.actions]\nn-plus-one = \"warn\"\n")
+            .expect("config parses");
+    assert_eq!(config.rules.block_on, Some(Severity::Error));
+    assert_eq!(config.rules.actions.get("n-plus-one"), Some(&Action::Warn));
+    let engine = RuleEngine::new(config.rules).expect("engine");
+    let set = engine.rules();
+    assert_eq!(set.get("n-plus-one").expect("rule").action, Action::Warn);
+    assert_eq!(
+        set.get("update-or-delete-without-where")
+            .expect("rule")
+            .action,
+        Action::Block
+    );
+    let err = toml::from_str::<crate::config::Config>("[rules.actions]\nn-plus-one = \"shout\"\n")
+        .expect_err("unknown action");
+    assert!(err.to_string().contains("shout"), "{err}");
 }
 
 #[test]

@@ -243,6 +243,20 @@ public class JdbcBattery {
             result("after_cancel", rows(rs));
             ran("/*j:after*/", "SELECT", 1);
         }
+        // Destructive statements that the shipped rule update-or-delete-without-where flags:
+        // they run exactly as they would directly, because no shipped rule acts unless asked.
+        try (PreparedStatement ps = conn.prepareStatement(
+                "UPDATE /*j:update_all*/ j_items SET price = price * ?")) {
+            ps.setInt(1, 2);
+            int n = ps.executeUpdate();
+            result("update_all", n);
+            ran("/*j:update_all*/", "UPDATE", n);
+        }
+        try (Statement st = conn.createStatement()) {
+            int n = st.executeUpdate("DELETE /*j:delete_all*/ FROM j_items");
+            result("delete_all", n);
+            ran("/*j:delete_all*/", "DELETE", n);
+        }
     }
 
     // ---------------------------------------------------------------- JSON out, no library

@@ -134,6 +134,15 @@ async def main(url):
     rec.result("after_cancel", await conn.fetchval("SELECT /*t:a_after_cancel*/ 'alive'"))
     rec.ran("/*t:a_after_cancel*/", **SUSPENDED_ONE)
 
+    # Destructive statements that the shipped rule update-or-delete-without-where flags: they
+    # run exactly as they would directly, because no shipped rule acts unless asked to.
+    status = await conn.execute("UPDATE /*t:a_update_all*/ a_items SET amount = amount * $1", 2)
+    rec.ran("/*t:a_update_all*/", status, protocol="extended")
+    rec.result("update_all", status)
+    status = await conn.execute("DELETE /*t:a_delete_all*/ FROM a_items")
+    rec.ran("/*t:a_delete_all*/", status, protocol="simple")
+    rec.result("delete_all", status)
+
     await conn.close()
     rec.dump()
 

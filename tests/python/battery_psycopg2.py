@@ -147,6 +147,15 @@ def main(dsn):
         digest.update(repr(row).encode())
     rec.result("large", [cur.rowcount, digest.hexdigest()])
 
+    # Destructive statements that the shipped rule update-or-delete-without-where flags: they
+    # run exactly as they would directly, because no shipped rule acts unless asked to.
+    cur.execute("UPDATE /*t:p2_update_all*/ p2_items SET name = upper(name)")
+    rec.ran("/*t:p2_update_all*/", cur.statusmessage)
+    rec.result("update_all", cur.rowcount)
+    cur.execute("DELETE /*t:p2_delete_all*/ FROM p2_items")
+    rec.ran("/*t:p2_delete_all*/", cur.statusmessage)
+    rec.result("delete_all", cur.rowcount)
+
     conn.close()
     rec.dump()
 

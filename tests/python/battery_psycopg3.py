@@ -147,6 +147,15 @@ def main(dsn):
         digest.update(repr(row).encode())
     rec.result("large", digest.hexdigest())
 
+    # Destructive statements that the shipped rule update-or-delete-without-where flags: they
+    # run exactly as they would directly, because no shipped rule acts unless asked to.
+    cur.execute("UPDATE /*t:p3_update_all*/ p3_items SET amount = amount * %s", (2,))
+    rec.ran("/*t:p3_update_all*/", status(cur))
+    rec.result("update_all", cur.rowcount)
+    cur.execute("DELETE /*t:p3_delete_all*/ FROM p3_items")
+    rec.ran("/*t:p3_delete_all*/", status(cur))
+    rec.result("delete_all", cur.rowcount)
+
     conn.close()
     rec.dump()
 

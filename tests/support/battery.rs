@@ -2,7 +2,8 @@
 //! once through pgshape and prints `{"results": ..., "expect": [...]}`. The results must be
 //! identical both ways, and every statement in `expect` (found by a marker comment inside its
 //! SQL) must have produced exactly one event with the server's command tag, row count and
-//! SQLSTATE — or none, for `{"match": m, "absent": true}`.
+//! SQLSTATE — or none, for `{"match": m, "absent": true}`. The proxied run has the shipped
+//! rules in their shipped configuration: pgshape's defaults must change nothing a driver sees.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -89,7 +90,7 @@ pub fn direct_and_proxied(name: &str, user: AuthUser, run: impl Fn(&ConnParams) 
     let proxied_db = cluster.fresh_database().user(user);
     let direct = run(&direct_db);
 
-    let proxy = ProxyUnderTest::start(cluster);
+    let proxy = ProxyUnderTest::start_with_shipped_rules(cluster);
     let proxied = run(&proxy.route(&proxied_db));
     if direct != proxied {
         panic!(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pgshape::config::Config;
 use pgshape::event::{Protocol, StatementEvent, StatementObserver};
 use pgshape::proxy::Proxy;
+use pgshape::rules::RuleEngine;
 
 use super::client::ConnParams;
 use super::cluster::PgCluster;
@@ -181,6 +182,21 @@ impl ProxyUnderTest {
 
     /// As [`ProxyUnderTest::start`], letting the test adjust the configuration first.
     pub fn start_with(cluster: &PgCluster, adjust: impl FnOnce(&mut Config)) -> ProxyUnderTest {
+        Self::start_gated(cluster, adjust, false)
+    }
+
+    /// As [`ProxyUnderTest::start`], with the shipped rules in their shipped configuration
+    /// consulted before every statement, as `pgshape serve` does by default: what a client sees
+    /// through it must be what it sees directly.
+    pub fn start_with_shipped_rules(cluster: &PgCluster) -> ProxyUnderTest {
+        Self::start_gated(cluster, |_| {}, true)
+    }
+
+    fn start_gated(
+        cluster: &PgCluster,
+        adjust: impl FnOnce(&mut Config),
+        shipped_rules: bool,
+    ) -> ProxyUnderTest {
         let mut config = Config {
             listen: "127.0.0.1:0".into(),
             upstream: cluster.addr().to_string(),
@@ -193,7 +209,13 @@ impl ProxyUnderTest {
         adjust(&mut config);
         let events = Arc::new(EventLog::default());
         let observer: Arc<dyn StatementObserver> = events.clone();
-        let proxy = Proxy::start(config, Arc::from(vec![observer]))
+        let mut builder = Proxy::builder(config.clone()).observers(Arc::from(vec![observer]));
+        if shipped_rules {
+            let rules = Arc::new(RuleEngine::new(config.rules).expect("the shipped rules load"));
+            builder = builder.gate(Arc::new(rules));
+        }
+        let proxy = builder
+            .start()
             .unwrap_or_else(|e| panic!("pgshape failed to start: {e}"));
         ProxyUnderTest {
             proxy: Some(proxy),

@@ -98,7 +98,7 @@ fn json_github_and_junit_formats() {
     assert_eq!(doc["hits"][0]["rule"], "update-or-delete-without-where");
     assert_eq!(doc["hits"][0]["line"], 2);
     assert_eq!(doc["hits"][0]["severity"], "error");
-    assert_eq!(doc["hits"][0]["action"], "block");
+    assert_eq!(doc["hits"][0]["action"], "observe");
     assert_eq!(doc["hits"][1]["rule"], "leading-wildcard-like");
     assert_eq!(doc["hits"][1]["line"], 3);
 
