@@ -76,6 +76,8 @@ pub struct Config {
     pub stats: crate::stats::StatsConfig,
     /// Query-shape rules: rules directory, enforce/shadow mode, schema DSN (`[rules]`).
     pub rules: crate::rules::RulesConfig,
+    /// Client authentication: passthrough or scram_proxy (`[auth]`).
+    pub auth: crate::proxy::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -102,6 +104,7 @@ impl Default for Config {
             inspect: true,
             stats: crate::stats::StatsConfig::default(),
             rules: crate::rules::RulesConfig::default(),
+            auth: crate::proxy::auth::AuthConfig::default(),
         }
     }
 }

@@ -179,6 +179,19 @@ struct ServeArgs {
     /// Monitoring connection string for schema lookups (keys, unique indexes, table sizes).
     #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
     schema_dsn: Option<String>,
+    /// passthrough (the server authenticates) or scram_proxy (pgshape authenticates with
+    /// SCRAM-SHA-256, channel binding included, and logs in upstream) [default: passthrough].
+    #[arg(long, env = "PGSHAPE_AUTH_MODE", value_parser = ["passthrough", "scram_proxy"])]
+    auth_mode: Option<String>,
+    /// scram_proxy: "user" "SCRAM-SHA-256$..." lines (pgbouncer's userlist.txt format).
+    #[arg(long, env = "PGSHAPE_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
+    /// scram_proxy: connection string for auth_query (verifiers of users not in auth_file).
+    #[arg(long, env = "PGSHAPE_AUTH_DSN")]
+    auth_dsn: Option<String>,
+    /// scram_proxy: query returning (name, verifier) for $1.
+    #[arg(long, env = "PGSHAPE_AUTH_QUERY")]
+    auth_query: Option<String>,
 }
 
 impl ServeArgs {
@@ -244,6 +257,22 @@ impl ServeArgs {
         }
         if let Some(dsn) = self.schema_dsn {
             config.rules.schema_dsn = Some(dsn);
+        }
+        if let Some(mode) = self.auth_mode {
+            config.auth.mode = if mode == "scram_proxy" {
+                pgshape::proxy::auth::AuthMode::ScramProxy
+            } else {
+                pgshape::proxy::auth::AuthMode::Passthrough
+            };
+        }
+        if let Some(file) = self.auth_file {
+            config.auth.file = Some(file);
+        }
+        if let Some(dsn) = self.auth_dsn {
+            config.auth.dsn = Some(pgshape::config::Secret::new(dsn));
+        }
+        if let Some(query) = self.auth_query {
+            config.auth.query = query;
         }
         Ok(config)
     }

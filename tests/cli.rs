@@ -168,6 +168,7 @@ fn example_config_parses_and_matches_the_defaults() {
         defaults.stats.histogram_buckets_ms
     );
     assert_eq!(config.rules, defaults.rules);
+    assert_eq!(config.auth, defaults.auth);
     config.stats.validate().expect("valid [stats]");
 }
 

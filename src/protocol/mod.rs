@@ -9,6 +9,7 @@ pub mod backend;
 pub mod encode;
 pub mod frame;
 pub mod frontend;
+pub mod scram;
 pub mod startup;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! and no connection ever migrates between cores (measured before writing this: a relay on
 //! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
 
+pub mod auth;
 mod frames;
 pub mod intercept;
 pub mod limits;
@@ -47,6 +48,8 @@ pub enum ProxyError {
     Tls(#[from] tls::TlsError),
     #[error("tls_cert and tls_key must be given together")]
     TlsHalfConfigured,
+    #[error(transparent)]
+    Auth(#[from] auth::AuthSetupError),
 }
 
 /// Statement texts whose fingerprint is remembered (at most ~2 KiB each, so ≤ 20 MiB).
@@ -123,6 +126,13 @@ impl ProxyBuilder {
             (None, None) => None,
             _ => return Err(ProxyError::TlsHalfConfigured),
         };
+        let auth = match config.auth.mode {
+            auth::AuthMode::Passthrough => None,
+            auth::AuthMode::ScramProxy => {
+                let end_point = config.tls_cert.as_deref().map(tls::end_point).transpose()?;
+                Some(Arc::new(auth::ScramProxy::new(&config.auth, end_point)?))
+            }
+        };
         let listener =
             std::net::TcpListener::bind(&config.listen).map_err(|source| ProxyError::Bind {
                 addr: config.listen.clone(),
@@ -138,6 +148,7 @@ impl ProxyBuilder {
             connections: Arc::default(),
             upstream,
             tls,
+            auth,
             observers,
             gate,
             metrics: metrics.clone(),

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::auth::{self, ScramProxy};
 use super::frames::{ClientFrames, Phase, ServerFrames, SessionState};
 use super::limits::ConnectionCounts;
 use super::metrics::ProxyMetrics;
@@ -25,6 +26,7 @@ use super::upstream::{Upstream, UpstreamError};
 use crate::config::Config;
 use crate::event::{Observers, SessionInfo, StatementGate};
 use crate::protocol::encode;
+use crate::protocol::scram::ProvenKeys;
 use crate::protocol::startup::{self, StartupPacket};
 use crate::sql::FingerprintCache;
 
@@ -39,6 +41,8 @@ pub(crate) struct Shared {
     pub connections: Arc<ConnectionCounts>,
     pub upstream: Upstream,
     pub tls: Option<TlsAcceptor>,
+    /// `scram_proxy`: pgshape authenticates clients itself.
+    pub auth: Option<Arc<ScramProxy>>,
     pub observers: Observers,
     pub gate: Option<Arc<dyn StatementGate>>,
     pub metrics: ProxyMetrics,
@@ -86,7 +90,7 @@ async fn run(
     let Opening::Session {
         mut client,
         packet,
-        leftover,
+        mut leftover,
     } = opening
     else {
         return Ok(());
@@ -149,6 +153,24 @@ async fn run(
             return Ok(());
         }
     };
+    // scram_proxy: the client proves itself to pgshape before any server connection is made.
+    let proven = match &shared.auth {
+        None => None,
+        Some(scram) => {
+            match Box::pin(auth::authenticate_client(
+                &mut client,
+                &mut leftover,
+                &info.user,
+                scram,
+            ))
+            .await?
+            {
+                // Boxed: held across the connect, it would size every session's future.
+                Some(keys) => Some(Box::new(keys)),
+                None => return Ok(()),
+            }
+        }
+    };
     let mut server = match Box::pin(shared.upstream.connect(shared.config.connect_timeout())).await
     {
         Ok(server) => server,
@@ -171,7 +193,7 @@ async fn run(
     let result = relay(
         &mut client,
         &mut server,
-        (packet, leftover),
+        (packet, leftover, proven),
         (info, replication),
         shared,
     )
@@ -189,7 +211,7 @@ enum Ended {
 async fn relay(
     client: &mut ClientStream,
     server: &mut ServerStream,
-    (startup_packet, leftover): (BytesMut, BytesMut),
+    (startup_packet, leftover, proven): (BytesMut, BytesMut, Option<Box<ProvenKeys>>),
     (info, replication): (SessionInfo, bool),
     shared: &Shared,
 ) -> Result<(), PumpError> {
@@ -203,36 +225,54 @@ async fn relay(
         database: info.database.clone(),
         user: info.user.clone(),
     };
-    server
-        .write_all_flush(&startup_packet)
-        .await
-        .map_err(server_err)?;
-    // Its buffer (shared with what the client sent after it) would otherwise live as long as
-    // the session: an async fn drops its locals at the end of their scope, not at last use.
-    drop(startup_packet);
     // A server that accepted the connection but never speaks (hung, or another service on that
     // port) must not hold the client until the client's own timeout: its first answer is due
     // within the connect timeout, like the connect itself.
     let timeout = shared.config.connect_timeout();
     let mut first_answer = BytesMut::new();
-    match tokio::time::timeout(timeout, server.read_buf(&mut first_answer)).await {
-        Ok(read) => {
-            read.map_err(server_err)?;
+    let answered = match (proven, shared.auth.as_deref()) {
+        (Some(keys), Some(scram)) => {
+            let login = auth::login(client, server, &startup_packet, *keys, scram, timeout, &who);
+            match Box::pin(login).await {
+                auth::Login::Done(from_auth_ok) => {
+                    first_answer = from_auth_ok;
+                    true
+                }
+                auth::Login::Refused => return Ok(()),
+                auth::Login::TimedOut => false,
+            }
         }
-        Err(_) => {
-            let error = UpstreamError::NoAnswer {
-                target: shared.upstream.target(),
-                timeout,
-            };
-            shared.metrics.upstream_connect_errors.inc();
-            tracing::warn!(%error, %who, "upstream did not answer the startup message");
-            let message = format!("pgshape: {error}");
-            let fatal = encode::error_response("FATAL", "08006", &message, None);
-            let _ = client.write_all_flush(&fatal).await;
-            server.shutdown().await;
-            client.shutdown().await;
-            return Ok(());
+        _ => {
+            server
+                .write_all_flush(&startup_packet)
+                .await
+                .map_err(server_err)?;
+            let read = tokio::time::timeout(timeout, server.read_buf(&mut first_answer)).await;
+            match read {
+                Ok(read) => {
+                    read.map_err(server_err)?;
+                    true
+                }
+                Err(_) => false,
+            }
         }
+    };
+    // Its buffer (shared with what the client sent after it) would otherwise live as long as
+    // the session: an async fn drops its locals at the end of their scope, not at last use.
+    drop(startup_packet);
+    if !answered {
+        let error = UpstreamError::NoAnswer {
+            target: shared.upstream.target(),
+            timeout,
+        };
+        shared.metrics.upstream_connect_errors.inc();
+        tracing::warn!(%error, %who, "upstream did not answer the startup message");
+        let message = format!("pgshape: {error}");
+        let fatal = encode::error_response("FATAL", "08006", &message, None);
+        let _ = client.write_all_flush(&fatal).await;
+        server.shutdown().await;
+        client.shutdown().await;
+        return Ok(());
     }
     let state = RefCell::new(SessionState {
         tracker: Tracker::with_gate(
@@ -473,6 +513,7 @@ mod tests {
             connections: Arc::default(),
             upstream: Upstream::from_config(&config).expect("default upstream"),
             tls: None,
+            auth: None,
             observers: Arc::from(Vec::new()),
             gate: None,
             metrics: ProxyMetrics::new(),

@@ -92,6 +92,16 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         })
 }
 
+/// `tls-server-end-point` channel binding data of the first certificate in `cert` (SCRAM
+/// `-PLUS` in `auth_mode = scram_proxy`).
+///
+/// # Errors
+/// An unreadable or empty PEM file.
+pub fn end_point(cert: &Path) -> Result<Vec<u8>, TlsError> {
+    let certs = load_certs(cert)?;
+    Ok(crate::protocol::scram::tls_server_end_point(&certs[0]))
+}
+
 /// The acceptor that terminates client TLS.
 ///
 /// # Errors
