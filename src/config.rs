@@ -72,6 +72,14 @@ pub struct Config {
     /// Whether statements are looked at: fingerprints, statistics, slow log and rules. Off,
     /// pgshape is a plain relay — the baseline that shows what inspection costs (`bench/run`).
     pub inspect: bool,
+    /// Keep a server connection its client left idle (reset with `DISCARD ALL`) for the next
+    /// client with the same StartupMessage, where the server needs no password from pgshape
+    /// (trust) or pgshape authenticates clients itself (`scram_proxy`); see `proxy::reuse`.
+    pub reuse_server_connections: bool,
+    /// A kept server connection unused this long is closed.
+    pub server_idle_timeout_ms: u64,
+    /// Most server connections kept idle, per worker thread.
+    pub max_idle_server_connections: usize,
     /// Per-fingerprint statistics, slow log and export settings (`[stats]`).
     pub stats: crate::stats::StatsConfig,
     /// Query-shape rules: rules directory, enforce/shadow mode, schema DSN (`[rules]`).
@@ -102,6 +110,9 @@ impl Default for Config {
             upstream_sslmode: None,
             upstream_sslrootcert: None,
             inspect: true,
+            reuse_server_connections: false,
+            server_idle_timeout_ms: 600_000,
+            max_idle_server_connections: 100,
             stats: crate::stats::StatsConfig::default(),
             rules: crate::rules::RulesConfig::default(),
             auth: crate::proxy::auth::AuthConfig::default(),
@@ -127,6 +138,10 @@ impl Config {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn server_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.server_idle_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

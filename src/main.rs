@@ -141,6 +141,14 @@ struct ServeArgs {
     /// Cancel a running statement when its client disconnects (true/false) [default: false].
     #[arg(long, env = "PGSHAPE_CANCEL_ON_CLIENT_DISCONNECT", value_name = "BOOL")]
     cancel_on_client_disconnect: Option<bool>,
+    /// Keep server connections their clients leave idle (reset with DISCARD ALL) for the next
+    /// client with the same start-up parameters, where the server asks no password (trust) or
+    /// with --auth-mode scram_proxy [default: false].
+    #[arg(long, env = "PGSHAPE_REUSE_SERVER_CONNECTIONS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    reuse_server_connections: Option<bool>,
+    /// Close a kept server connection unused this many ms [default: 600000].
+    #[arg(long, env = "PGSHAPE_SERVER_IDLE_TIMEOUT_MS")]
+    server_idle_timeout_ms: Option<u64>,
     /// Log statements slower than this many ms; -1 disables [default: 1000].
     #[arg(long, env = "PGSHAPE_LOG_MIN_DURATION", allow_negative_numbers = true)]
     log_min_duration: Option<i64>,
@@ -222,6 +230,8 @@ impl ServeArgs {
             connect_timeout_ms,
             shutdown_grace_ms,
             cancel_on_client_disconnect,
+            reuse_server_connections,
+            server_idle_timeout_ms,
             log_format
         );
         if let Some(ms) = self.log_min_duration {

@@ -228,3 +228,37 @@ fn upstream_login_failures_are_named() {
     refused_with(&out, "salt or iteration count differs");
     cluster.assert_no_backends(&db.dbname);
 }
+
+/// With scram_proxy every client proves itself to pgshape, so kept server connections can
+/// serve the next client of the same role; a wrong password is still refused.
+#[test]
+fn scram_proxy_reuses_server_connections() {
+    let cluster = PgCluster::shared_ssl();
+    let db = cluster.fresh_database();
+    let certs = ServerCert::throwaway();
+    let dir = tempfile::tempdir().unwrap();
+    let file = auth_file(cluster, dir.path(), &[AuthUser::Scram]);
+    let proxy = scram_proxy(&certs, |c| {
+        c.auth.file = Some(file);
+        c.reuse_server_connections = true;
+        c.workers = 1;
+    });
+    let conn = client(&proxy, &db, &certs, AuthUser::Scram);
+    let pid = |conn: &ConnParams| {
+        let out = psql_c(conn, "channel_binding=require", "SELECT pg_backend_pid()");
+        out.assert_success();
+        out.stdout.trim().to_owned()
+    };
+    let first = pid(&conn);
+    let out = psql_c(&conn.password(Some("wrong")), "", "SELECT 1");
+    refused_with(
+        &out,
+        "password authentication failed for user \"scram_user\"",
+    );
+    assert_eq!(
+        pid(&conn),
+        first,
+        "the kept connection served the next login"
+    );
+    assert_eq!(proxy.proxy().metrics().server_connections_reused.get(), 1);
+}

@@ -33,6 +33,24 @@ pub(super) struct SessionState {
     /// The server may hold part of a client frame (the client direction stopped mid-frame), so
     /// pgshape must not send it anything of its own.
     pub(super) client_mid_frame: bool,
+    /// With `reuse_server_connections`: the server's greeting (AuthenticationOk through the
+    /// first ReadyForQuery) as the next client of this connection will get it.
+    pub(super) greeting: Option<Vec<u8>>,
+    /// The server asked for a password: the next client must be asked too, so no reuse.
+    pub(super) challenged: bool,
+}
+
+impl SessionState {
+    /// Whether the server connection can serve another client now: the session may keep
+    /// the client's Terminate, everything was answered, no transaction is open.
+    pub(super) fn reusable(&self) -> bool {
+        self.greeting.is_some()
+            && !self.challenged
+            && self.phase == Phase::Ready
+            && !self.client_mid_frame
+            && self.tracker.is_idle()
+            && self.tracker.transaction_status() == b'I'
+    }
 }
 
 /// The client side's view of frames: registers requests with the tracker before they are
@@ -57,6 +75,9 @@ impl FrameHandler for ClientFrames<'_> {
             error,
         };
         match frame[0] {
+            b'X' if self.state.borrow().greeting.is_some() => {
+                Ok(Action::DropAndStop(PumpEnd::Terminated))
+            }
             b'X' => Ok(Action::ForwardAndStop(PumpEnd::Terminated)),
             b'p' => {
                 let mut state = self.state.borrow_mut();
@@ -124,6 +145,16 @@ impl FrameHandler for ServerFrames<'_> {
         };
         let message = BackendMessage::decode(frame).map_err(protocol)?;
         let mut state = self.state.borrow_mut();
+        if state.phase != Phase::Ready {
+            let challenge = matches!(message, BackendMessage::Authentication { code } if code != 0);
+            state.challenged |= challenge;
+            if let Some(greeting) = state.greeting.as_mut()
+                && !challenge
+                && matches!(frame[0], b'R' | b'S' | b'K' | b'Z')
+            {
+                greeting.extend_from_slice(frame);
+            }
+        }
         match message {
             BackendMessage::Authentication { code: 10 } => {
                 state.phase = Phase::SaslInitial;

@@ -14,6 +14,8 @@ pub struct ProxyMetrics {
     pub client_connections_refused: IntCounter,
     pub server_connections_active: IntGauge,
     pub server_connections_total: IntCounter,
+    pub server_connections_reused: IntCounter,
+    pub server_connections_idle: IntGauge,
     pub upstream_connect_errors: IntCounter,
     pub protocol_errors: IntCounterVec,
     pub bytes: IntCounterVec,
@@ -81,6 +83,14 @@ impl ProxyMetrics {
                 "server_connections_total",
                 "Upstream server connections opened.",
             ),
+            server_connections_reused: counter(
+                "server_connections_reused_total",
+                "Client sessions served by a kept server connection (reuse_server_connections).",
+            ),
+            server_connections_idle: gauge(
+                "server_connections_idle",
+                "Server connections kept idle for reuse.",
+            ),
             upstream_connect_errors: counter(
                 "upstream_connect_errors_total",
                 "Failed attempts to connect to the upstream server.",
@@ -118,6 +128,8 @@ impl ProxyMetrics {
         registry.register(Box::new(self.client_connections_refused.clone()))?;
         registry.register(Box::new(self.server_connections_active.clone()))?;
         registry.register(Box::new(self.server_connections_total.clone()))?;
+        registry.register(Box::new(self.server_connections_reused.clone()))?;
+        registry.register(Box::new(self.server_connections_idle.clone()))?;
         registry.register(Box::new(self.upstream_connect_errors.clone()))?;
         registry.register(Box::new(self.protocol_errors.clone()))?;
         registry.register(Box::new(self.bytes.clone()))?;

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pump;
 mod relay;
+mod reuse;
 mod session;
 mod startup;
 pub mod stream;
@@ -54,6 +55,9 @@ pub enum ProxyError {
 
 /// Statement texts whose fingerprint is remembered (at most ~2 KiB each, so ≤ 20 MiB).
 const FINGERPRINT_CACHE_ENTRIES: usize = 10_000;
+
+/// How often each worker closes the server connections kept idle too long.
+const REUSE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long after the grace period a worker still waits for its sessions to close themselves.
 const BACKSTOP: std::time::Duration = std::time::Duration::from_secs(2);
@@ -309,8 +313,15 @@ fn worker(
         let mut sessions = tokio::task::JoinSet::new();
         let mut stop = shutdown.clone();
         let mut stopping = false;
+        let reuse = shared.config.reuse_server_connections;
+        let mut sweep = tokio::time::interval(REUSE_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sweep.tick(), if reuse => {
+                    let idle = &shared.metrics.server_connections_idle;
+                    reuse::sweep(shared.config.server_idle_timeout(), idle);
+                }
                 // Relaying sessions learn of shutdown from this worker, not from a watch each.
                 true = async { stop.wait_for(|stopping| *stopping).await.is_ok() }, if !stopping => {
                     stopping = true;
@@ -330,6 +341,7 @@ fn worker(
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         }
+        reuse::clear(&shared.metrics.server_connections_idle);
         // The acceptor closing the handoff channel (it does so at shutdown) may end the loop
         // before the watch branch above ran.
         if !stopping {

@@ -91,6 +91,8 @@ pub enum Action {
     Replace(Vec<u8>),
     /// Forward the frame, then stop this direction.
     ForwardAndStop(PumpEnd),
+    /// Drop the frame and stop this direction (a Terminate kept from a reusable server).
+    DropAndStop(PumpEnd),
 }
 
 /// The per-direction logic plugged into [`super::relay::Direction`].

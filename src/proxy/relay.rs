@@ -228,6 +228,11 @@ impl<H: FrameHandler> Direction<H> {
             match self.handler.on_frame(&buf[pos..frame_end], now)? {
                 Action::Forward => {}
                 Action::ForwardAndStop(end) => stop = Some(end),
+                Action::DropAndStop(end) => {
+                    push_read(out, written..pos);
+                    written = frame_end;
+                    stop = Some(end);
+                }
                 Action::Replace(bytes) => {
                     push_read(out, written..pos);
                     out.push(Segment::Made(Bytes::from(bytes)));
