@@ -62,7 +62,7 @@ impl Browser {
             driver,
             addr,
             session: String::new(),
-            profile: profile,
+            profile,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while request(addr, "GET", "/status", None).is_err() {
