@@ -285,8 +285,8 @@ fn start_background(
                 let refresher = catalog.as_ref().map(|c| c.spawn_refresher());
                 // Rewrite proofs and shadow runs, off the proxy's workers.
                 let rewrites = rewriter.spawn_worker();
-                // The per-shape history behind the admin page's charts.
-                let history = stats.map(|stats| {
+                // The per-shape history behind the admin page's charts (read only there).
+                let history = stats.filter(|_| admin.is_some()).map(|stats| {
                     tokio::spawn(async move {
                         let mut ticks = tokio::time::interval(stats.config().history_interval());
                         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

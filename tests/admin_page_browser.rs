@@ -312,6 +312,19 @@ fn the_page_lists_sorts_and_charts_the_workload() {
         ),
     );
 
+    // A refresh keeps the selection and the open shape.
+    let refreshes = browser.js("return Number(document.body.dataset.refreshes)", &[]);
+    browser.wait_js(
+        "a refresh",
+        &format!("return Number(document.body.dataset.refreshes) > {refreshes};"),
+    );
+    let kept = browser.js(
+        "return [document.querySelector('#rows tr.selected').dataset.fp,
+                 document.getElementById('detail-content').dataset.fp];",
+        &[],
+    );
+    assert_eq!(kept, json!([medium, medium]));
+
     // Header: the upstream answers, and the rules panel lists the shipped rules.
     browser.wait_js(
         "upstream health in the header",
@@ -335,6 +348,17 @@ fn the_page_lists_sorts_and_charts_the_workload() {
     let out = target_dir().join("admin-page.png");
     std::fs::write(&out, &png).expect("write the screenshot");
     eprintln!("screenshot: {}", out.display());
+
+    // `/` focuses the filter; typing narrows the table to matching shapes.
+    browser.keys(&["/", "b", "r", "o", "k", "e", "n"]);
+    let broken_fp = fp_of("broken");
+    browser.wait_js(
+        "the filter to leave the failing statement alone",
+        &format!(
+            "const trs = document.querySelectorAll('#rows tr');
+             return trs.length === 1 && trs[0].dataset.fp === '{broken_fp}';"
+        ),
+    );
 
     // Dark mode: the page follows prefers-color-scheme.
     browser.cdp(
