@@ -374,6 +374,11 @@ fn the_page_lists_sorts_and_charts_the_workload() {
         bg.as_u64().is_some_and(|v| v < 150),
         "dark background: {bg}"
     );
+    std::fs::write(
+        target_dir().join("admin-page-dark.png"),
+        browser.screenshot(),
+    )
+    .expect("write the dark screenshot");
     drop(browser);
     drop(serve);
 }
