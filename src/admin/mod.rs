@@ -1,5 +1,5 @@
-//! The admin HTTP listener: Prometheus `/metrics`, the JSON query-statistics API, a small
-//! HTML page of the top statements, and `/healthz`.
+//! The admin HTTP listener: Prometheus `/metrics`, the JSON query-statistics API, the page an
+//! on-call engineer keeps open, and `/healthz`.
 //!
 //! It is an `axum` [`Router`] so other parts add their endpoints by merging a router of their
 //! own (the rules module adds `/api/rules` and `/api/reload` that way) rather than this module
