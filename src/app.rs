@@ -190,6 +190,7 @@ impl App {
             admin_listener.zip(router),
             catalog,
             rules.rewriter().clone(),
+            stats.clone(),
         ) {
             Ok(background) => background,
             Err(error) => {
@@ -270,6 +271,7 @@ fn start_background(
     admin: Option<(std::net::TcpListener, axum::Router)>,
     catalog: Option<Arc<CatalogOracle>>,
     rewriter: Arc<crate::rewrite::Rewriter>,
+    stats: Option<Arc<Stats>>,
 ) -> Result<Background, AppError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -283,6 +285,17 @@ fn start_background(
                 let refresher = catalog.as_ref().map(|c| c.spawn_refresher());
                 // Rewrite proofs and shadow runs, off the proxy's workers.
                 let rewrites = rewriter.spawn_worker();
+                // The per-shape history behind the admin page's charts (read only there).
+                let history = stats.filter(|_| admin.is_some()).map(|stats| {
+                    tokio::spawn(async move {
+                        let mut ticks = tokio::time::interval(stats.config().history_interval());
+                        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        loop {
+                            ticks.tick().await;
+                            stats.tick_history();
+                        }
+                    })
+                });
                 match admin {
                     Some((listener, router)) => {
                         let shutdown = async {
@@ -308,6 +321,9 @@ fn start_background(
                 }
                 if let Some(rewrites) = rewrites {
                     rewrites.abort();
+                }
+                if let Some(history) = history {
+                    history.abort();
                 }
             });
         })

@@ -164,18 +164,9 @@ pub(crate) async fn detail(
     let entries = if fingerprint == "other" {
         stats.detail_other()
     } else {
-        let valid = fingerprint.len() == 16 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit());
-        let fp = u64::from_str_radix(&fingerprint, 16)
-            .ok()
-            .filter(|_| valid)
-            .ok_or_else(|| {
-                ApiError::bad_param(
-                    "fingerprint",
-                    format!("fingerprint must be 16 hex digits or \"other\", got {fingerprint:?}"),
-                )
-            })?;
-        rewrite = state.rewrite_of.as_ref().and_then(|of| of(Fingerprint(fp)));
-        stats.detail(Fingerprint(fp))
+        let fp = parse_fingerprint(&fingerprint)?;
+        rewrite = state.rewrite_of.as_ref().and_then(|of| of(fp));
+        stats.detail(fp)
     };
     if entries.is_empty() && rewrite.is_none() {
         return Err(ApiError::not_found(format!(
@@ -188,6 +179,31 @@ pub(crate) async fn detail(
         rewrite,
     })
     .into_response())
+}
+
+/// Parses a path's 16-hex-digit fingerprint.
+fn parse_fingerprint(fingerprint: &str) -> Result<Fingerprint, ApiError> {
+    let valid = fingerprint.len() == 16 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit());
+    u64::from_str_radix(fingerprint, 16)
+        .ok()
+        .filter(|_| valid)
+        .map(Fingerprint)
+        .ok_or_else(|| {
+            ApiError::bad_param(
+                "fingerprint",
+                format!("fingerprint must be 16 hex digits or \"other\", got {fingerprint:?}"),
+            )
+        })
+}
+
+/// `GET /api/queries/{fingerprint}/history`: the shape's per-interval calls, errors, mean and
+/// p95 (empty `points` while it is not among the busiest shapes, or before its second tick).
+pub(crate) async fn history(
+    State(state): State<AdminState>,
+    Path(fingerprint): Path<String>,
+) -> Result<Response, ApiError> {
+    let fp = parse_fingerprint(&fingerprint)?;
+    Ok(Json(stats(&state)?.history(fp)).into_response())
 }
 
 /// `POST /api/queries/reset`: forget all statistics.

@@ -1,5 +1,5 @@
-//! The admin HTTP listener: Prometheus `/metrics`, the JSON query-statistics API, a small
-//! HTML page of the top statements, and `/healthz`.
+//! The admin HTTP listener: Prometheus `/metrics`, the JSON query-statistics API, the page an
+//! on-call engineer keeps open, and `/healthz`.
 //!
 //! It is an `axum` [`Router`] so other parts add their endpoints by merging a router of their
 //! own (the rules module adds `/api/rules` and `/api/reload` that way) rather than this module
@@ -20,8 +20,14 @@
 //!   (RFC 3339). Evicted entries appear as `fingerprint: "other"`.
 //! - `GET /api/queries/{fingerprint}`: `{"fingerprint", "entries": [row + "histogram":
 //!   [{"lower_ms","upper_ms","count"}]]}`, one entry per (database, user); `other` works too.
+//! - `GET /api/queries/{fingerprint}/history`: `{"fingerprint", "interval_s", "points_kept",
+//!   "shapes_followed", "followed", "points": [{"at", "unix_ms", "calls", "errors", "rows",
+//!   "mean_ms", "p95_ms"}]}`, one point per `[stats] history_interval_s` (30 s) for the
+//!   `history_shapes` (50) shapes with the most total time, the last `history_points` (120).
 //! - `POST /api/queries/reset`: forget all statistics (the evictions counter stays).
-//! - `GET /`: HTML page of the top 50, refreshed every 5 s. `GET /healthz`: `ok`.
+//! - `GET /api/status`: connections and upstream connect errors (read back from the metrics),
+//!   statistics size and history settings, for the page's header.
+//! - `GET /`: the page an on-call engineer keeps open (see `page.html`). `GET /healthz`: `ok`.
 //! - `GET /readyz` (merged in by the app, see `ready.rs`): 200 when the upstream accepts a
 //!   connection, 503 with the reason when not.
 //!
@@ -32,11 +38,15 @@
 //! `Authorization: Bearer <token>` (401 otherwise); see `auth.rs` for why reads stay open.
 //!
 //! - `api.rs`: the `/api/queries` handlers and their parameter checking.
-//! - `page.html`: the self-contained page served at `/` (no external assets).
+//! - `status.rs`: `/api/status`.
+//! - `page.html`: the self-contained page served at `/` (inline CSS and JavaScript, no external
+//!   assets, nothing built): the top shapes, sortable, with a per-shape detail whose charts
+//!   are drawn from the history endpoint; the rules; connections and upstream health.
 
 mod api;
 mod auth;
 pub mod ready;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -100,6 +110,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queries", get(api::list))
         .route("/api/queries/reset", post(api::reset))
         .route("/api/queries/{fingerprint}", get(api::detail))
+        .route("/api/queries/{fingerprint}/history", get(api::history))
+        .route("/api/status", get(status::status))
         .fallback(api::not_found)
         .with_state(state)
 }

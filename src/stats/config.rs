@@ -45,6 +45,12 @@ pub struct StatsConfig {
     /// Log statement text with its literal values in the slow log. Off by default: literals
     /// carry personal data (emails, tokens).
     pub log_parameters: bool,
+    /// Seconds between two points of the per-shape history (the admin page's chart).
+    pub history_interval_s: u64,
+    /// Points kept per shape: 120 × 30 s is the last hour.
+    pub history_points: usize,
+    /// The shapes with the most total time that get a history.
+    pub history_shapes: usize,
 }
 
 impl Default for StatsConfig {
@@ -59,6 +65,9 @@ impl Default for StatsConfig {
             max_routes: 10,
             exemplar_window_s: 300,
             log_parameters: false,
+            history_interval_s: 30,
+            history_points: 120,
+            history_shapes: 50,
         }
     }
 }
@@ -86,6 +95,15 @@ impl StatsConfig {
                 "must be finite, positive and strictly ascending",
             ));
         }
+        if self.history_interval_s == 0 {
+            return Err(invalid("stats.history_interval_s", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.history_points) {
+            return Err(invalid("stats.history_points", "must be from 1 to 10000"));
+        }
+        if !(1..=1_000).contains(&self.history_shapes) {
+            return Err(invalid("stats.history_shapes", "must be from 1 to 1000"));
+        }
         Ok(())
     }
 
@@ -99,6 +117,11 @@ impl StatsConfig {
 
     pub(crate) fn exemplar_window(&self) -> Duration {
         Duration::from_secs(self.exemplar_window_s)
+    }
+
+    /// Time between two history points.
+    pub fn history_interval(&self) -> Duration {
+        Duration::from_secs(self.history_interval_s.max(1))
     }
 }
 

@@ -163,6 +163,41 @@ impl LogHistogram {
         }
     }
 
+    /// The values recorded since `earlier`, a copy of this histogram taken before: per-bucket
+    /// differences. When low buckets were folded in between, the lowest bucket kept absorbs
+    /// what `earlier` had below it, so the difference stays right there too.
+    pub fn since(&self, earlier: &LogHistogram) -> LogHistogram {
+        let mut out = LogHistogram::new();
+        for (i, &c) in self.counts.iter().enumerate().rev() {
+            let idx = self.base + i as u32;
+            let before = if i == 0 {
+                earlier.count_up_to(idx)
+            } else {
+                earlier.count_at(idx)
+            };
+            let d = c.saturating_sub(before);
+            if d > 0 {
+                out.record_n(idx, d);
+            }
+        }
+        out
+    }
+
+    fn count_at(&self, idx: u32) -> u64 {
+        idx.checked_sub(self.base)
+            .and_then(|slot| self.counts.get(slot as usize))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts in buckets `<= idx`.
+    fn count_up_to(&self, idx: u32) -> u64 {
+        let Some(slots) = (idx + 1).checked_sub(self.base) else {
+            return 0;
+        };
+        self.counts.iter().take(slots as usize).sum()
+    }
+
     /// Adds every count of `other` (used when folding evicted entries together).
     pub fn merge(&mut self, other: &LogHistogram) {
         // Highest first so the span grows upwards once and low overflow folds predictably.
@@ -276,6 +311,33 @@ mod tests {
             a.buckets().collect::<Vec<_>>(),
             all.buckets().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn since_holds_exactly_the_later_values() {
+        let mut rng = Rng(7);
+        let mut h = LogHistogram::new();
+        for _ in 0..5_000 {
+            h.record(10_000 + rng.next() % 1_000_000);
+        }
+        let earlier = h.clone();
+        let mut later = LogHistogram::new();
+        for _ in 0..300 {
+            let v = 50_000_000 + rng.next() % 10_000_000;
+            h.record(v);
+            later.record(v);
+        }
+        let d = h.since(&earlier);
+        assert_eq!(d.count(), 300);
+        assert_eq!(
+            d.buckets().collect::<Vec<_>>(),
+            later.buckets().collect::<Vec<_>>()
+        );
+        assert_eq!(h.since(&h).count(), 0);
+        // Folding the low buckets after the copy: the lowest bucket kept nets out.
+        h.record(1 << 50);
+        let d = h.since(&earlier);
+        assert_eq!(d.count(), 301);
     }
 
     #[test]

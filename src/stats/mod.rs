@@ -14,11 +14,13 @@
 //! - `snapshot.rs`: read side, JSON-ready rows. `prom.rs`: Prometheus collector.
 //! - `exemplars.rs`: the trace exemplar of each exported latency series (OpenMetrics).
 //! - `slowlog.rs`: the slow statement log, a separate observer.
+//! - `history.rs`: per-interval points of the busiest shapes over the last hour.
 
 mod config;
 mod entry;
 mod exemplars;
 pub mod histogram;
+mod history;
 mod key;
 mod prom;
 mod slowlog;
@@ -37,6 +39,7 @@ use dashmap::DashMap;
 pub use config::{DEFAULT_BUCKETS_MS, StatsConfig};
 pub use entry::{ROUTE_TAGS, RouteCount};
 pub use exemplars::trace_ids;
+pub use history::{HistoryPoint, ShapeHistory};
 pub use prom::StatsCollector;
 pub use slowlog::SlowLog;
 pub use snapshot::{HistogramBucket, QueryDetail, QueryStats, SortKey};
@@ -63,6 +66,8 @@ pub struct Stats {
     /// Serializes creating entries so the bound is exact; never taken for a known key.
     insert_lock: Mutex<()>,
     evictions: AtomicU64,
+    /// The busiest shapes' last hour; written by [`Stats::tick_history`] only.
+    history: Mutex<history::History>,
     /// One (monotonic, wall) pair to turn the `Instant`s of events into wall-clock times.
     epoch: (Instant, SystemTime),
 }
@@ -83,6 +88,7 @@ impl Stats {
             other: Mutex::new(HashMap::new()),
             insert_lock: Mutex::new(()),
             evictions: AtomicU64::new(0),
+            history: Mutex::new(history::History::new(config.history_points)),
             epoch: (Instant::now(), SystemTime::now()),
             config,
         }
@@ -113,6 +119,7 @@ impl Stats {
         let _guard = lock(&self.insert_lock);
         self.entries.clear();
         lock(&self.other).clear();
+        lock(&self.history).clear();
     }
 
     /// Counts one statement of shape `fingerprint`. [`StatementObserver::on_statement`] calls

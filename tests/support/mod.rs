@@ -14,6 +14,7 @@
 //!   catalog connection, for the rewrite tests.
 //! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
 //! - [`workload`]: statement templates with random constants, over the simple or extended wire.
+//! - [`webdriver`]: headless Chromium through chromedriver, for the admin page.
 //! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
 //!
 //! Real servers only: when PostgreSQL is missing the harness panics with the install command
@@ -32,6 +33,7 @@ pub mod serve;
 pub mod shop;
 pub mod tls;
 pub mod util;
+pub mod webdriver;
 pub mod workload;
 
 pub use client::{AuthUser, CmdOutput, ConnParams, pgbench, psql, psql_c, psql_query};
