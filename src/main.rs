@@ -247,7 +247,17 @@ fn init_logging(format: &str, default_filter: &str) {
     }
 }
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
+/// Prints the error chain alone: a `main` returning `anyhow::Result` prints it with `{:?}`,
+/// which adds a stack backtrace whenever RUST_BACKTRACE is set (common on developer machines),
+/// burying a configuration mistake under frames of pgshape's internals.
+fn main() -> std::process::ExitCode {
+    run().unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
+fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
