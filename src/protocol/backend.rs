@@ -175,16 +175,23 @@ pub fn strip_channel_binding(frame: &[u8]) -> Result<Option<Vec<u8>>, ProtocolEr
     if !stripped {
         return Ok(None);
     }
-    let mut out = vec![b'R', 0, 0, 0, 0];
-    out.extend_from_slice(&10i32.to_be_bytes());
-    for m in kept {
-        out.extend_from_slice(m);
-        out.push(0);
-    }
+    Ok(Some(nul_terminated_frame(b'R', |out| {
+        out.extend_from_slice(&10i32.to_be_bytes());
+        for m in kept {
+            out.extend_from_slice(m);
+            out.push(0);
+        }
+    })))
+}
+
+/// A frame of `tag` whose body `body` writes, then a terminating NUL.
+fn nul_terminated_frame(tag: u8, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = vec![tag, 0, 0, 0, 0];
+    body(&mut out);
     out.push(0);
     let len = (out.len() - 1) as u32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(out))
+    out
 }
 
 /// Rewrites an ErrorResponse (or NoticeResponse) frame without its fields of type `kind`;
@@ -211,16 +218,13 @@ pub fn strip_error_field(frame: &[u8], kind: u8) -> Result<Option<Vec<u8>>, Prot
     if !stripped {
         return Ok(None);
     }
-    let mut out = vec![frame[0], 0, 0, 0, 0];
-    for (field, value) in kept {
-        out.push(field);
-        out.extend_from_slice(value);
-        out.push(0);
-    }
-    out.push(0);
-    let len = (out.len() - 1) as u32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(out))
+    Ok(Some(nul_terminated_frame(frame[0], |out| {
+        for (field, value) in kept {
+            out.push(field);
+            out.extend_from_slice(value);
+            out.push(0);
+        }
+    })))
 }
 
 #[cfg(test)]
