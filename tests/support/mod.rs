@@ -14,6 +14,7 @@
 //!   catalog connection, for the rewrite tests.
 //! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
 //! - [`workload`]: statement templates with random constants, over the simple or extended wire.
+//! - [`docker`]: the files of docker/ (paths, YAML, the image's settings).
 //! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
 //!
 //! Real servers only: when PostgreSQL is missing the harness panics with the install command
@@ -24,6 +25,7 @@
 pub mod battery;
 pub mod client;
 pub mod cluster;
+pub mod docker;
 pub mod pgbin;
 pub mod prometheus;
 pub mod proxy;
