@@ -109,6 +109,11 @@ fn bad_config_file_is_named() {
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("pgshape.toml"), "{err}");
     assert!(err.contains("no_such_key"), "{err}");
+    assert_eq!(
+        err.matches("TOML parse error").count(),
+        1,
+        "each cause once: {err}"
+    );
     assert!(
         !err.contains("backtrace") && !err.contains("Stack") && !err.contains("main.rs"),
         "{err}"
