@@ -310,7 +310,30 @@ fn init_logging(format: &str, default_filter: &str) {
     }
 }
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
+/// Prints the error chain alone: a `main` returning `anyhow::Result` prints it with `{:?}`,
+/// which adds a stack backtrace whenever RUST_BACKTRACE is set (common on developer machines),
+/// burying a configuration mistake under frames of pgshape's internals.
+fn main() -> std::process::ExitCode {
+    run().unwrap_or_else(|e| {
+        eprintln!("error: {}", error_chain(&e));
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// The error and its causes, each once: the library's errors often name their source in their
+/// own message already.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1).map(ToString::to_string) {
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
+fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {

@@ -98,11 +98,26 @@ fn bad_config_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgshape.toml");
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\nno_such_key = 1\n").unwrap();
-    let out = pgshape(&["serve", "--config", path.to_str().unwrap()]);
-    assert!(!out.status.success());
+    // As on many developer machines: the error chain alone, never a stack backtrace.
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshape"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run pgshape");
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("pgshape.toml"), "{err}");
     assert!(err.contains("no_such_key"), "{err}");
+    assert_eq!(
+        err.matches("TOML parse error").count(),
+        1,
+        "each cause once: {err}"
+    );
+    assert!(
+        !err.contains("backtrace") && !err.contains("Stack") && !err.contains("main.rs"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -232,6 +232,8 @@ fn block_outside_and_inside_a_transaction_in_simple_protocol() {
         "{}",
         out.stderr
     );
+    // pgshape's DO block raised it; its PL/pgSQL context is pgshape's business, not the user's.
+    assert!(!out.stderr.contains("CONTEXT"), "{}", out.stderr);
     assert_eq!(psql_query(&run.via(), "SELECT count(*) FROM t"), "3");
 
     let script = "\\set VERBOSITY verbose\n\
@@ -245,6 +247,11 @@ fn block_outside_and_inside_a_transaction_in_simple_protocol() {
     assert!(
         out.stderr.contains("ERROR:  PGS01:"),
         "documented SQLSTATE: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("CONTEXT") && !out.stderr.contains("inline_code_block"),
+        "verbose, still no PL/pgSQL context: {}",
         out.stderr
     );
     assert!(
@@ -266,6 +273,14 @@ async fn block_in_extended_protocol_keeps_transaction_state_consistent() {
     let mut client = run.tokio_client().await;
     let err = client.execute("DELETE FROM t", &[]).await.unwrap_err();
     assert_eq!(err.code(), Some(&blocked));
+    let db_error = err.as_db_error().expect("a server error");
+    assert_eq!(db_error.where_(), None, "no PL/pgSQL context: {db_error:?}");
+    assert!(
+        db_error
+            .hint()
+            .is_some_and(|h| h.starts_with("add a WHERE clause")),
+        "{db_error:?}"
+    );
     // The connection is fine afterwards.
     let n: i64 = client
         .query_one("SELECT count(*) FROM t", &[])

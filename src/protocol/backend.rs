@@ -175,22 +175,84 @@ pub fn strip_channel_binding(frame: &[u8]) -> Result<Option<Vec<u8>>, ProtocolEr
     if !stripped {
         return Ok(None);
     }
-    let mut out = vec![b'R', 0, 0, 0, 0];
-    out.extend_from_slice(&10i32.to_be_bytes());
-    for m in kept {
-        out.extend_from_slice(m);
-        out.push(0);
-    }
+    Ok(Some(nul_terminated_frame(b'R', |out| {
+        out.extend_from_slice(&10i32.to_be_bytes());
+        for m in kept {
+            out.extend_from_slice(m);
+            out.push(0);
+        }
+    })))
+}
+
+/// A frame of `tag` whose body `body` writes, then a terminating NUL.
+fn nul_terminated_frame(tag: u8, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = vec![tag, 0, 0, 0, 0];
+    body(&mut out);
     out.push(0);
     let len = (out.len() - 1) as u32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(out))
+    out
+}
+
+/// Rewrites an ErrorResponse (or NoticeResponse) frame without its fields of type `kind`;
+/// `None` when it has none.
+///
+/// # Errors
+/// A frame whose fields are not well-formed.
+pub fn strip_error_field(frame: &[u8], kind: u8) -> Result<Option<Vec<u8>>, ProtocolError> {
+    let mut r = Reader::new(body(frame), "ErrorResponse");
+    let mut kept: Vec<(u8, &[u8])> = Vec::new();
+    let mut stripped = false;
+    loop {
+        let field = r.u8()?;
+        if field == 0 {
+            break;
+        }
+        let value = r.cstr()?;
+        if field == kind {
+            stripped = true;
+        } else {
+            kept.push((field, value));
+        }
+    }
+    if !stripped {
+        return Ok(None);
+    }
+    Ok(Some(nul_terminated_frame(frame[0], |out| {
+        for (field, value) in kept {
+            out.push(field);
+            out.extend_from_slice(value);
+            out.push(0);
+        }
+    })))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::encode;
+
+    #[test]
+    fn strips_one_error_field_kind() {
+        let mut f = encode::error_response("ERROR", "PGS01", "blocked", Some("fix it")).to_vec();
+        // Append a `W` (where) field before the terminator, as PL/pgSQL's RAISE sends it.
+        f.pop();
+        f.extend_from_slice(b"WPL/pgSQL function inline_code_block line 1 at RAISE\0\0");
+        let len = (f.len() - 1) as u32;
+        f[1..5].copy_from_slice(&len.to_be_bytes());
+        let stripped = strip_error_field(&f, b'W').unwrap().expect("had a W field");
+        assert!(!stripped.windows(8).any(|w| w == b"PL/pgSQL"));
+        let BackendMessage::ErrorResponse(e) = BackendMessage::decode(&stripped).unwrap() else {
+            panic!()
+        };
+        assert_eq!((e.code, e.message), (Some(*b"PGS01"), &b"blocked"[..]));
+        assert!(
+            stripped.windows(6).any(|w| w == b"fix it"),
+            "the hint stays"
+        );
+        assert_eq!(strip_error_field(&stripped, b'W').unwrap(), None);
+        assert!(strip_error_field(&f[..f.len() - 3], b'W').is_err());
+    }
 
     fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut f = vec![tag];

@@ -1,16 +1,18 @@
 //! What each direction of the relay does with the frames it sees: the client side registers requests with the
 //! statement tracker (and checks the SCRAM channel-binding flag), the server side feeds replies
-//! to it, strips `-PLUS` SASL mechanisms and injects rule warnings.
+//! to it, strips `-PLUS` SASL mechanisms, injects rule warnings and drops the PL/pgSQL context
+//! from the errors of blocked statements.
 
 use std::cell::RefCell;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::intercept::BLOCKED_SQLSTATE;
 use super::metrics::ProxyMetrics;
 use super::pump::{Action, FrameHandler, PumpEnd, PumpError, Side};
 use super::tracker::{ClientAction, ServerAction, Tracker};
-use crate::protocol::backend::{BackendMessage, strip_channel_binding};
+use crate::protocol::backend::{BackendMessage, strip_channel_binding, strip_error_field};
 use crate::protocol::frontend::{FrontendMessage, SaslInitialResponse};
 
 /// Where the session stands in the protocol. Only the transitions the proxy acts on are kept.
@@ -169,7 +171,20 @@ impl FrameHandler for ServerFrames<'_> {
             }
             _ => {}
         }
-        Ok(match state.tracker.on_server_message(&message, now) {
+        let tracked = state.tracker.on_server_message(&message, now);
+        // A block is raised by pgshape's DO block, whose `CONTEXT: PL/pgSQL function
+        // inline_code_block` would tell the user about pgshape's mechanism, not their query.
+        if let BackendMessage::ErrorResponse(e) = &message
+            && e.code
+                .is_some_and(|c| c[..] == *BLOCKED_SQLSTATE.as_bytes())
+            && let Some(stripped) = strip_error_field(frame, b'W').map_err(protocol)?
+        {
+            return Ok(Action::Replace(match tracked {
+                ServerAction::Prepend(notice) => [&notice[..], &stripped].concat(),
+                _ => stripped,
+            }));
+        }
+        Ok(match tracked {
             ServerAction::Forward => Action::Forward,
             ServerAction::Drop => Action::Replace(Vec::new()),
             ServerAction::Prepend(notice) => {

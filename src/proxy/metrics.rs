@@ -131,6 +131,11 @@ impl ProxyMetrics {
         registry.register(Box::new(self.server_connections_reused.clone()))?;
         registry.register(Box::new(self.server_connections_idle.clone()))?;
         registry.register(Box::new(self.upstream_connect_errors.clone()))?;
+        // Both sides exported at 0 from the start: `increase()` sees the first error only if a
+        // sample before it exists.
+        for side in ["client", "server"] {
+            self.protocol_errors.with_label_values(&[side]);
+        }
         registry.register(Box::new(self.protocol_errors.clone()))?;
         registry.register(Box::new(self.bytes.clone()))?;
         registry.register(Box::new(self.frames.clone()))?;

@@ -52,6 +52,10 @@ impl RuleMetrics {
         )?;
         registry.register(Box::new(HitsCollector::new(hits)?))?;
         registry.register(Box::new(parse_failures.clone()))?;
+        // Both results exported at 0 from the start, so `increase()` sees the first reload.
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+        }
         registry.register(Box::new(reloads.clone()))?;
         Ok(RuleMetrics {
             parse_failures,

@@ -10,7 +10,7 @@ use crate::config::ConfigError;
 
 /// Default Prometheus buckets for `pgshape_query_duration_seconds`, in milliseconds: 0.5 ms to
 /// 60 s, roughly ×2–2.5 apart, so that both an index lookup and a runaway report are resolved;
-/// plus 3 s, the latency SLO of the shipped alert (deploy/prometheus): a quantile is exact only
+/// plus 3 s, the latency SLO of the shipped alert (docker/prometheus): a quantile is exact only
 /// at a bucket bound, so the alert threshold is one.
 pub const DEFAULT_BUCKETS_MS: [f64; 17] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 3_000.0, 5_000.0,

@@ -15,6 +15,7 @@
 //! - [`tls`]: a test CA and server certificate for `ssl = on` clusters and TLS proxies.
 //! - [`workload`]: statement templates with random constants, over the simple or extended wire.
 //! - [`webdriver`]: headless Chromium through chromedriver, for the admin page.
+//! - [`docker`]: the files of docker/ (paths, YAML, the image's settings).
 //! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
 //!
 //! Real servers only: when PostgreSQL is missing the harness panics with the install command
@@ -25,6 +26,7 @@
 pub mod battery;
 pub mod client;
 pub mod cluster;
+pub mod docker;
 pub mod pgbin;
 pub mod prometheus;
 pub mod proxy;

@@ -1,6 +1,7 @@
 //! A real Prometheus server for the tests that check what a scraper makes of pgshape: it
 //! scrapes one target every second as job `pgshape`, with exemplar storage on, optionally
-//! evaluating rule files every second. Killed on drop.
+//! evaluating rule files every second; or it runs a given prometheus.yml (the one in docker/).
+//! Killed on drop.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -25,22 +26,26 @@ impl PrometheusServer {
 
     /// Scrapes `target` and evaluates `rule_files` every second.
     pub fn start_with_rules(target: SocketAddr, rule_files: &[PathBuf]) -> PrometheusServer {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
         let rules: String = rule_files
             .iter()
             .map(|f| format!("  - '{}'\n", f.display()))
             .collect();
-        std::fs::write(
-            &config,
-            format!(
+        Self::start_with_config(
+            &format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
                  rule_files:\n{rules}\
                  scrape_configs:\n  - job_name: pgshape\n    static_configs:\n      - targets: ['{target}']\n"
             )
             .replace("rule_files:\nscrape", "scrape"),
         )
-        .unwrap();
+    }
+
+    /// Runs with `config` as its prometheus.yml (relative paths in it resolve against a
+    /// temporary directory: give rule files absolute paths).
+    pub fn start_with_config(config_text: &str) -> PrometheusServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, config_text).unwrap();
         // A free port for its web listener (a tiny race with other processes, as with any).
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
