@@ -17,7 +17,10 @@
 //!   `total_ms`, `mean_ms`, `stddev_ms`, `min_ms`, `max_ms`, `p50_ms`, `p90_ms`, `p95_ms`,
 //!   `p99_ms`, `routes` (`[{"tag":"route","value":"^orders/","count":10}]`), `traceparent`
 //!   and `traceparent_ms` (slowest recent traced execution), `first_seen`, `last_seen`
-//!   (RFC 3339). Evicted entries appear as `fingerprint: "other"`.
+//!   (RFC 3339). Evicted entries appear as `fingerprint: "other"`. With `histogram=true`
+//!   each row also carries its `histogram` as in the detail view, so clients (`pgshape top`,
+//!   `pgshape snapshot`) compute percentiles over an interval or across runs from bucket
+//!   differences.
 //! - `GET /api/queries/{fingerprint}`: `{"fingerprint", "entries": [row + "histogram":
 //!   [{"lower_ms","upper_ms","count"}]]}`, one entry per (database, user); `other` works too.
 //! - `POST /api/queries/reset`: forget all statistics (the evictions counter stays).
@@ -32,10 +35,12 @@
 //! `Authorization: Bearer <token>` (401 otherwise); see `auth.rs` for why reads stay open.
 //!
 //! - `api.rs`: the `/api/queries` handlers and their parameter checking.
+//! - `client.rs`: the other side, a blocking reader of this API for the CLI commands.
 //! - `page.html`: the self-contained page served at `/` (no external assets).
 
 mod api;
 mod auth;
+pub mod client;
 pub mod ready;
 #[cfg(test)]
 mod tests;
