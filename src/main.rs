@@ -34,6 +34,40 @@ enum Command {
     /// Inspect the rewrites of a running pgshape.
     #[command(subcommand)]
     Rewrite(RewriteCommand),
+    /// Live view of a running pgshape's query shapes, like `top`: calls/s, mean and p95 over
+    /// the last interval, errors/s, rows/s; keys sort (t p m c e r), filter (d database,
+    /// u user, i idle), select (arrows) and quit (q).
+    Top(TopArgs),
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Admin API of the running pgshape: http://host:port, or host:port as `serve --admin`
+    /// takes it.
+    #[arg(long, env = "PGSHAPE_ADMIN", default_value = "http://127.0.0.1:9187")]
+    admin: String,
+    /// Seconds between polls; the figures are per second over the last one.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// Initial order.
+    #[arg(long, default_value = "total", value_parser = ["total", "p95", "mean", "calls", "errors", "rows"])]
+    sort: String,
+    /// Show only this database.
+    #[arg(long)]
+    database: Option<String>,
+    /// Show only this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Print one table and exit (for pipes and scripts): polls twice, --interval apart, and
+    /// prints the figures of that interval.
+    #[arg(long)]
+    once: bool,
+    /// Output of --once; json implies --once.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    /// Most rows --once prints.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
 }
 
 #[derive(Subcommand)]
@@ -258,7 +292,31 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Rewrite(RewriteCommand::Explain(args)) => {
             explain(args).map(|()| std::process::ExitCode::SUCCESS)
         }
+        Command::Top(args) => top(args).map(|()| std::process::ExitCode::SUCCESS),
     }
+}
+
+fn top(args: TopArgs) -> anyhow::Result<()> {
+    use pgshape::top::{self, Sort, View};
+    let client = pgshape::admin::client::AdminClient::new(&args.admin)?;
+    let interval = std::time::Duration::try_from_secs_f64(args.interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--interval must be a positive number of seconds")?;
+    let mut view = View::new(&args.admin, Sort::parse(&args.sort).unwrap_or(Sort::Total));
+    view.database = args.database;
+    view.user = args.user;
+    if !args.once && args.format == "table" {
+        return Ok(top::run(&client, view, interval)?);
+    }
+    let (lines, secs) = top::poll_interval(&client, interval)?;
+    view.update(lines, secs);
+    if args.format == "json" {
+        println!("{}", top::render_json(&view, args.limit));
+    } else {
+        print!("{}", top::render_text(&view, args.limit));
+    }
+    Ok(())
 }
 
 fn explain(args: ExplainArgs) -> anyhow::Result<()> {

@@ -35,12 +35,14 @@
 //! `Authorization: Bearer <token>` (401 otherwise); see `auth.rs` for why reads stay open.
 //!
 //! - `api.rs`: the `/api/queries` handlers and their parameter checking.
-//! - `client.rs`: the other side, a blocking reader of this API for the CLI commands.
+//! - `client.rs`: the other side, a blocking reader of this API for the CLI commands;
+//!   `rows.rs`: the rows as they read them, and the histogram arithmetic they share.
 //! - `page.html`: the self-contained page served at `/` (no external assets).
 
 mod api;
 mod auth;
 pub mod client;
+pub mod rows;
 pub mod ready;
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,7 @@ pub use entry::{ROUTE_TAGS, RouteCount};
 pub use exemplars::trace_ids;
 pub use prom::StatsCollector;
 pub use slowlog::SlowLog;
-pub use snapshot::{HistogramBucket, QueryDetail, QueryStats, SortKey};
+pub use snapshot::{HistogramBucket, OTHER, QueryDetail, QueryStats, SortKey};
 
 use crate::event::{StatementEvent, StatementObserver};
 use crate::sql::Fingerprint;
