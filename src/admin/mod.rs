@@ -42,8 +42,8 @@
 mod api;
 mod auth;
 pub mod client;
-pub mod rows;
 pub mod ready;
+pub mod rows;
 #[cfg(test)]
 mod tests;
 

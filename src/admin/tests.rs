@@ -372,7 +372,10 @@ async fn histograms_in_the_listing_on_request_read_by_the_client() {
     let (_, plain) = server.json("GET", "/api/queries").await;
     assert!(plain[0].get("histogram").is_none(), "only when asked");
     let (status, body) = server.json("GET", "/api/queries?histogram=maybe").await;
-    assert_eq!((status, body["parameter"].as_str()), (400, Some("histogram")));
+    assert_eq!(
+        (status, body["parameter"].as_str()),
+        (400, Some("histogram"))
+    );
 
     // The CLI's blocking client, as `pgshape top` and `snapshot` read the listing.
     let admin = format!("http://{}", server.addr);
@@ -385,7 +388,10 @@ async fn histograms_in_the_listing_on_request_read_by_the_client() {
     .expect("listing");
     let rows = rows.as_array().expect("array");
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0]["fingerprint"], "00000000000000a1", "sorted by calls");
+    assert_eq!(
+        rows[0]["fingerprint"], "00000000000000a1",
+        "sorted by calls"
+    );
     for row in rows {
         let counted: u64 = row["histogram"]
             .as_array()

@@ -39,6 +39,7 @@ pub use entry::{ROUTE_TAGS, RouteCount};
 pub use exemplars::trace_ids;
 pub use prom::StatsCollector;
 pub use slowlog::SlowLog;
+pub(crate) use snapshot::rfc3339;
 pub use snapshot::{HistogramBucket, OTHER, QueryDetail, QueryStats, SortKey};
 
 use crate::event::{StatementEvent, StatementObserver};

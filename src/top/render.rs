@@ -105,7 +105,8 @@ impl Widget for &View {
             .skip(first)
             .take(room)
             .map(|(i, l)| {
-                let mut cells: Vec<Cell> = cells(l, self.secs).into_iter().map(Cell::from).collect();
+                let mut cells: Vec<Cell> =
+                    cells(l, self.secs).into_iter().map(Cell::from).collect();
                 cells.push(Cell::from(one_line(&l.row.query)));
                 let row = Row::new(cells);
                 if i == selected {

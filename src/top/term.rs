@@ -16,7 +16,9 @@ pub enum TopError {
     Client(#[from] ClientError),
     #[error("terminal: {0}")]
     Terminal(#[from] std::io::Error),
-    #[error("standard output is not a terminal: use --once (a table, or --format json) in pipes and scripts")]
+    #[error(
+        "standard output is not a terminal: use --once (a table, or --format json) in pipes and scripts"
+    )]
     NotATerminal,
 }
 

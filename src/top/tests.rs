@@ -71,7 +71,11 @@ fn interval_figures_come_from_differences() {
     assert_eq!((b.errors, b.errors_per_s), (1, 0.5));
     let c = line("c");
     assert_eq!((c.calls, c.mean_ms, c.p95_ms), (0, None, None));
-    assert_eq!(line("d").calls, 4, "an entry new in the interval counts from zero");
+    assert_eq!(
+        line("d").calls,
+        4,
+        "an entry new in the interval counts from zero"
+    );
     // After a reset (calls went down) the entry counts from zero too.
     let reset = intervals(&polls().1, &[row("a", "app", 3, 3.0, &[(1.0, 3)])], 1.0);
     assert_eq!(reset[0].calls, 3);
@@ -101,7 +105,10 @@ fn keys_sort_filter_select_and_quit() {
     // The selection follows its entry when the order changes.
     v.key(Key::Char('c'));
     v.key(Key::Down);
-    let picked = v.visible()[v.selected_index(&v.visible())].row.fingerprint.clone();
+    let picked = v.visible()[v.selected_index(&v.visible())]
+        .row
+        .fingerprint
+        .clone();
     assert_eq!(picked, "d");
     v.key(Key::Char('t'));
     assert_eq!(order(&v), ["b", "a", "d"]);
@@ -134,7 +141,10 @@ fn screen_shows_rows_selection_and_detail() {
     v.lines[1].row = rules;
     let text = screen(&v, 140, 30);
     assert!(text.contains("sort: total time"), "{text}");
-    assert!(text.contains("CALLS/S") && text.contains("P95 ms"), "{text}");
+    assert!(
+        text.contains("CALLS/S") && text.contains("P95 ms"),
+        "{text}"
+    );
     let at = |needle: &str| text.find(needle).unwrap_or(usize::MAX);
     assert!(at("SELECT * FROM tb") < at("SELECT * FROM ta"), "{text}");
     // The second row (a) is selected: its rules and SQL are in the bottom pane.
@@ -154,7 +164,10 @@ fn once_table_and_json() {
     assert_eq!(lines.len(), 5, "title, header, three rows:\n{text}");
     assert!(lines[0].contains("over the last 2.0 s, sorted by calls"));
     assert!(lines[1].starts_with("FINGERPRINT") && lines[1].ends_with("QUERY"));
-    assert!(lines[2].starts_with("a ") && lines[2].contains("100"), "{text}");
+    assert!(
+        lines[2].starts_with("a ") && lines[2].contains("100"),
+        "{text}"
+    );
     assert!(lines[2].ends_with("SELECT * FROM ta WHERE id = $1"));
 
     let json: serde_json::Value = serde_json::from_str(&render_json(&v, 10)).unwrap();
