@@ -69,8 +69,9 @@ struct DiffArgs {
     /// Fail when a shape's p95 grows by more than this ("20%", or "off").
     #[arg(long, default_value = "20%", value_parser = limit, value_name = "PCT")]
     fail_if_p95_regresses: Limit,
-    /// Fail when a shape's mean grows by more than this.
-    #[arg(long, default_value = "20%", value_parser = limit, value_name = "PCT")]
+    /// Fail when a shape's mean grows by more than this (off by default: a few stalls of a
+    /// busy CI machine move a fast shape's mean while its p95 stays put).
+    #[arg(long, default_value = "off", value_parser = limit, value_name = "PCT")]
     fail_if_mean_regresses: Limit,
     /// Fail when a shape's rows per call grow by more than this.
     #[arg(long, default_value = "20%", value_parser = limit, value_name = "PCT")]

@@ -34,7 +34,9 @@ impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             p95: Some(0.20),
-            mean: Some(0.20),
+            // Off: a few stalls of a shared CI machine move the mean of a fast shape by more
+            // than 20 % while its p95 stays put; the mean is still reported.
+            mean: None,
             rows_per_call: Some(0.20),
             calls: None,
             min_calls: 50,

@@ -70,7 +70,11 @@ fn slower_p95_more_rows_and_new_rule_hits_fail_with_reasons() {
         fresh,
         row("quiet-new", 5, 1.0, 5),
     ]);
-    let r = diff(&before, &after, &Thresholds::default());
+    let limits = Thresholds {
+        mean: Some(0.2),
+        ..Thresholds::default()
+    };
+    let r = diff(&before, &after, &limits);
     assert!(r.failed());
     assert_eq!(r.regressions, 4, "{r:#?}");
     let a = &r.changes.iter().find(|c| c.fingerprint == "a").unwrap();
@@ -130,7 +134,6 @@ fn few_calls_small_changes_and_switched_off_limits_do_not_fail() {
     assert_eq!(diff(&before, &after, &strict).regressions, 2);
     let off = Thresholds {
         p95: None,
-        mean: None,
         ..strict.clone()
     };
     assert!(!diff(&before, &after, &off).failed());
