@@ -154,8 +154,8 @@ mod tests {
 
     #[test]
     fn interval_buckets_are_the_difference() {
-        let before = [b(1.0, 10), b(2.0, 5)];
-        let now = [b(1.0, 12), b(2.0, 5), b(64.0, 3)];
+        let before = [b(1.0, 100), b(2.0, 5)];
+        let now = [b(1.0, 102), b(2.0, 5), b(64.0, 3)];
         assert_eq!(subtract(&now, &before), vec![b(1.0, 2), b(64.0, 3)]);
         // The interval's p95 is the slow bucket, though cumulatively it is far below p95.
         let interval = subtract(&now, &before);
