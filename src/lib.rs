@@ -15,6 +15,8 @@
 //! - [`config`]: the settings every part reads, merged from flags, environment and a TOML file.
 //! - [`app`]: assembles all of the above from a config; what `pgshape serve` runs.
 //! - [`demo`]: `pgshape demo`, the incident reproduced against a throw-away PostgreSQL.
+//! - [`top`] and [`gate`]: `pgshape top`, `snapshot` and `diff`, readers of a running pgshape's
+//!   admin API (through [`admin::client`]).
 //!
 //! `main.rs` is only the command line; everything else lives here so tests and benches use it.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod gate;
 pub mod openmetrics;
 pub mod protocol;
 pub mod proxy;
@@ -31,3 +34,4 @@ pub mod rewrite;
 pub mod rules;
 pub mod sql;
 pub mod stats;
+pub mod top;

@@ -34,6 +34,105 @@ enum Command {
     /// Inspect the rewrites of a running pgshape.
     #[command(subcommand)]
     Rewrite(RewriteCommand),
+    /// Live view of a running pgshape's query shapes, like `top`: calls/s, mean and p95 over
+    /// the last interval, errors/s, rows/s; keys sort (t p m c e r), filter (d database,
+    /// u user, i idle), select (arrows) and quit (q).
+    Top(TopArgs),
+    /// Save a running pgshape's per-shape statistics (calls, times, p95, histograms, rows,
+    /// errors, rule hits, SQL) to a JSON file, for `pgshape diff`.
+    Snapshot(SnapshotArgs),
+    /// Compare two snapshots of the same workload shape by shape: new and vanished shapes,
+    /// calls, p95/mean/rows-per-call regressions, new rule hits. Exits 1 on a regression, 2 when
+    /// a file cannot be read.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    /// Admin API of the running pgshape.
+    #[arg(long, env = "PGSHAPE_ADMIN", default_value = "http://127.0.0.1:9187")]
+    admin: String,
+    /// Where to write it; `-` for standard output.
+    #[arg(short, long, default_value = "-")]
+    output: PathBuf,
+    /// Keep only this database's shapes.
+    #[arg(long)]
+    database: Option<String>,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The baseline (e.g. the main branch's run).
+    before: PathBuf,
+    /// The run to judge.
+    after: PathBuf,
+    /// Fail when a shape's p95 grows by more than this ("20%", or "off").
+    #[arg(long, default_value = "20%", value_parser = limit, value_name = "PCT")]
+    fail_if_p95_regresses: Limit,
+    /// Fail when a shape's mean grows by more than this (off by default: a few stalls of a
+    /// busy CI machine move a fast shape's mean while its p95 stays put).
+    #[arg(long, default_value = "off", value_parser = limit, value_name = "PCT")]
+    fail_if_mean_regresses: Limit,
+    /// Fail when a shape's rows per call grow by more than this.
+    #[arg(long, default_value = "20%", value_parser = limit, value_name = "PCT")]
+    fail_if_rows_per_call_grows: Limit,
+    /// Fail when a shape's calls per run grow by more than this (an N+1 multiplies them).
+    #[arg(long, default_value = "off", value_parser = limit, value_name = "PCT")]
+    fail_if_calls_grow: Limit,
+    /// Judge latency and rows only for shapes with at least this many calls in both runs.
+    #[arg(long, default_value_t = 50)]
+    min_calls: u64,
+    /// Ignore p95/mean changes smaller than this many milliseconds.
+    #[arg(long, default_value_t = 1.0)]
+    min_increase_ms: f64,
+    /// Report format (markdown fits a pull-request comment).
+    #[arg(long, default_value = "table", value_parser = ["table", "json", "markdown"])]
+    format: String,
+}
+
+/// A growth limit as a fraction; `None` is off.
+type Limit = Option<f64>;
+
+fn limit(text: &str) -> Result<Limit, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|p| p.is_finite() && *p >= 0.0)
+        .map(|p| Some(p / 100.0))
+        .ok_or_else(|| format!("expected a percentage such as 20% or off, got {text:?}"))
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Admin API of the running pgshape: http://host:port, or host:port as `serve --admin`
+    /// takes it.
+    #[arg(long, env = "PGSHAPE_ADMIN", default_value = "http://127.0.0.1:9187")]
+    admin: String,
+    /// Seconds between polls; the figures are per second over the last one.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// Initial order.
+    #[arg(long, default_value = "total", value_parser = ["total", "p95", "mean", "calls", "errors", "rows"])]
+    sort: String,
+    /// Show only this database.
+    #[arg(long)]
+    database: Option<String>,
+    /// Show only this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Print one table and exit (for pipes and scripts): polls twice, --interval apart, and
+    /// prints the figures of that interval.
+    #[arg(long)]
+    once: bool,
+    /// Output of --once; json implies --once.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    /// Most rows --once prints.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
 }
 
 #[derive(Subcommand)]
@@ -344,7 +443,85 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Rewrite(RewriteCommand::Explain(args)) => {
             explain(args).map(|()| std::process::ExitCode::SUCCESS)
         }
+        Command::Top(args) => top(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Snapshot(args) => snapshot(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Diff(args) => Ok(diff(args)),
     }
+}
+
+fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+    use pgshape::gate::Snapshot;
+    let client = pgshape::admin::client::AdminClient::new(&args.admin)?;
+    let snap = Snapshot::take(&client, &args.admin, args.database.as_deref())?;
+    if args.output == std::path::Path::new("-") {
+        print!("{}", snap.to_json());
+    } else {
+        snap.write(&args.output)?;
+        eprintln!(
+            "{} shapes written to {}",
+            snap.shapes.len(),
+            args.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// Exit 1 is the gate failing; an unreadable input is 2 so CI can tell the two apart.
+fn diff(args: DiffArgs) -> std::process::ExitCode {
+    use pgshape::gate::{self, Snapshot, Thresholds};
+    let read = |p: &PathBuf| Snapshot::read(p);
+    let (before, after) = match (read(&args.before), read(&args.after)) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let limits = Thresholds {
+        p95: args.fail_if_p95_regresses,
+        mean: args.fail_if_mean_regresses,
+        rows_per_call: args.fail_if_rows_per_call_grows,
+        calls: args.fail_if_calls_grow,
+        min_calls: args.min_calls,
+        min_increase_ms: args.min_increase_ms,
+    };
+    let report = gate::diff(&before, &after, &limits);
+    match args.format.as_str() {
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        "markdown" => print!("{}", gate::render_markdown(&report)),
+        _ => print!("{}", gate::render_table(&report)),
+    }
+    if report.failed() {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
+fn top(args: TopArgs) -> anyhow::Result<()> {
+    use pgshape::top::{self, Sort, View};
+    let client = pgshape::admin::client::AdminClient::new(&args.admin)?;
+    let interval = std::time::Duration::try_from_secs_f64(args.interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--interval must be a positive number of seconds")?;
+    let mut view = View::new(&args.admin, Sort::parse(&args.sort).unwrap_or(Sort::Total));
+    view.database = args.database;
+    view.user = args.user;
+    if !args.once && args.format == "table" {
+        return Ok(top::run(&client, view, interval)?);
+    }
+    let (lines, secs) = top::poll_interval(&client, interval)?;
+    view.update(lines, secs);
+    if args.format == "json" {
+        println!("{}", top::render_json(&view, args.limit));
+    } else {
+        print!("{}", top::render_text(&view, args.limit));
+    }
+    Ok(())
 }
 
 fn explain(args: ExplainArgs) -> anyhow::Result<()> {

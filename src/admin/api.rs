@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::AdminState;
 use crate::sql::Fingerprint;
-use crate::stats::{SortKey, Stats};
+use crate::stats::{QueryStats, SortKey, Stats};
 
 /// Rows returned when `limit` is not given.
 const DEFAULT_LIMIT: usize = 50;
@@ -67,6 +67,8 @@ struct ListParams {
     limit: usize,
     database: Option<String>,
     user: Option<String>,
+    /// Add each row's `histogram` (as in the detail view).
+    histogram: bool,
 }
 
 impl ListParams {
@@ -76,6 +78,7 @@ impl ListParams {
             limit: DEFAULT_LIMIT,
             database: None,
             user: None,
+            histogram: false,
         };
         for (name, value) in pairs {
             match name.as_str() {
@@ -101,13 +104,25 @@ impl ListParams {
                             )
                         })?;
                 }
+                "histogram" => {
+                    p.histogram = match value.as_str() {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => {
+                            return Err(ApiError::bad_param(
+                                "histogram",
+                                format!("histogram must be true or false, got {value:?}"),
+                            ));
+                        }
+                    };
+                }
                 "database" => p.database = Some(value),
                 "user" => p.user = Some(value),
                 _ => {
                     return Err(ApiError::bad_param(
                         &name,
                         format!(
-                            "unknown parameter {name:?}; accepted: sort, limit, database, user"
+                            "unknown parameter {name:?}; accepted: sort, limit, database, user, histogram"
                         ),
                     ));
                 }
@@ -117,7 +132,7 @@ impl ListParams {
     }
 }
 
-/// `GET /api/queries?sort=total_time|mean_time|p95|p99|calls|errors|rows&limit=50&database=&user=`
+/// `GET /api/queries?sort=total_time|mean_time|p95|p99|calls|errors|rows&limit=50&database=&user=&histogram=false`
 pub(crate) async fn list(
     State(state): State<AdminState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
@@ -125,20 +140,28 @@ pub(crate) async fn list(
     let Query(pairs) =
         query.map_err(|e| ApiError::bad_param("query", format!("malformed query string: {e}")))?;
     let params = ListParams::parse(pairs)?;
-    let mut rows = stats(&state)?.snapshot();
-    rows.retain(|r| {
+    let wanted = |r: &QueryStats| {
         params.database.as_deref().is_none_or(|d| r.database == d)
             && params.user.as_deref().is_none_or(|u| r.user == u)
-    });
+    };
+    let add_rules = |row: &mut QueryStats| {
+        if let (Some(rules_of), Some(fp)) = (&state.rules_of, row.fingerprint_id()) {
+            row.rules = rules_of(fp);
+        }
+    };
+    if params.histogram {
+        let mut rows = stats(&state)?.snapshot_with_histograms();
+        rows.retain(|r| wanted(&r.stats));
+        params.sort.sort_details(&mut rows);
+        rows.truncate(params.limit);
+        rows.iter_mut().for_each(|r| add_rules(&mut r.stats));
+        return Ok(Json(rows).into_response());
+    }
+    let mut rows = stats(&state)?.snapshot();
+    rows.retain(|r| wanted(r));
     params.sort.sort(&mut rows);
     rows.truncate(params.limit);
-    if let Some(rules_of) = &state.rules_of {
-        for row in &mut rows {
-            if let Some(fp) = row.fingerprint_id() {
-                row.rules = rules_of(fp);
-            }
-        }
-    }
+    rows.iter_mut().for_each(add_rules);
     Ok(Json(rows).into_response())
 }
 

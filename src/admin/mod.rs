@@ -17,7 +17,10 @@
 //!   `total_ms`, `mean_ms`, `stddev_ms`, `min_ms`, `max_ms`, `p50_ms`, `p90_ms`, `p95_ms`,
 //!   `p99_ms`, `routes` (`[{"tag":"route","value":"^orders/","count":10}]`), `traceparent`
 //!   and `traceparent_ms` (slowest recent traced execution), `first_seen`, `last_seen`
-//!   (RFC 3339). Evicted entries appear as `fingerprint: "other"`.
+//!   (RFC 3339). Evicted entries appear as `fingerprint: "other"`. With `histogram=true`
+//!   each row also carries its `histogram` as in the detail view, so clients (`pgshape top`,
+//!   `pgshape snapshot`) compute percentiles over an interval or across runs from bucket
+//!   differences.
 //! - `GET /api/queries/{fingerprint}`: `{"fingerprint", "entries": [row + "histogram":
 //!   [{"lower_ms","upper_ms","count"}]]}`, one entry per (database, user); `other` works too.
 //! - `GET /api/queries/{fingerprint}/history`: `{"fingerprint", "interval_s", "points_kept",
@@ -39,13 +42,17 @@
 //!
 //! - `api.rs`: the `/api/queries` handlers and their parameter checking.
 //! - `status.rs`: `/api/status`.
+//! - `client.rs`: the other side, a blocking reader of this API for the CLI commands;
+//!   `rows.rs`: the rows as they read them, and the histogram arithmetic they share.
 //! - `page.html`: the self-contained page served at `/` (inline CSS and JavaScript, no external
 //!   assets, nothing built): the top shapes, sortable, with a per-shape detail whose charts
 //!   are drawn from the history endpoint; the rules; connections and upstream health.
 
 mod api;
 mod auth;
+pub mod client;
 pub mod ready;
+pub mod rows;
 mod status;
 #[cfg(test)]
 mod tests;

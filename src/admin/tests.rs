@@ -428,3 +428,41 @@ async fn admin_token_guards_the_endpoints_that_change_state() {
     assert!(stats.is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn histograms_in_the_listing_on_request_read_by_the_client() {
+    let server = Server::start(router(state())).await;
+    let (_, plain) = server.json("GET", "/api/queries").await;
+    assert!(plain[0].get("histogram").is_none(), "only when asked");
+    let (status, body) = server.json("GET", "/api/queries?histogram=maybe").await;
+    assert_eq!(
+        (status, body["parameter"].as_str()),
+        (400, Some("histogram"))
+    );
+
+    // The CLI's blocking client, as `pgshape top` and `snapshot` read the listing.
+    let admin = format!("http://{}", server.addr);
+    let rows: Value = tokio::task::spawn_blocking(move || {
+        super::client::AdminClient::new(&admin)
+            .and_then(|c| c.get_json("/api/queries?histogram=true&sort=calls"))
+    })
+    .await
+    .expect("join")
+    .expect("listing");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows[0]["fingerprint"], "00000000000000a1",
+        "sorted by calls"
+    );
+    for row in rows {
+        let counted: u64 = row["histogram"]
+            .as_array()
+            .expect("histogram")
+            .iter()
+            .filter_map(|b| b["count"].as_u64())
+            .sum();
+        assert_eq!(Some(counted), row["calls"].as_u64(), "{row}");
+    }
+    server.stop().await;
+}

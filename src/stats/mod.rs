@@ -42,7 +42,8 @@ pub use exemplars::trace_ids;
 pub use history::{HistoryPoint, ShapeHistory};
 pub use prom::StatsCollector;
 pub use slowlog::SlowLog;
-pub use snapshot::{HistogramBucket, QueryDetail, QueryStats, SortKey};
+pub(crate) use snapshot::rfc3339;
+pub use snapshot::{HistogramBucket, OTHER, QueryDetail, QueryStats, SortKey};
 
 use crate::event::{StatementEvent, StatementObserver};
 use crate::sql::Fingerprint;

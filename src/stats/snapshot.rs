@@ -162,18 +162,24 @@ impl SortKey {
 
     /// Sorts rows descending by this key.
     pub fn sort(self, rows: &mut [QueryStats]) {
-        let key = |r: &QueryStats| -> f64 {
-            match self {
-                SortKey::TotalTime => r.total_ns as f64,
-                SortKey::MeanTime => r.mean_ms,
-                SortKey::P95 => r.p95_ms,
-                SortKey::P99 => r.p99_ms,
-                SortKey::Calls => r.calls as f64,
-                SortKey::Errors => r.error_count() as f64,
-                SortKey::Rows => r.rows as f64,
-            }
-        };
-        rows.sort_by(|a, b| key(b).total_cmp(&key(a)));
+        rows.sort_by(|a, b| self.value(b).total_cmp(&self.value(a)));
+    }
+
+    /// Sorts rows with histograms descending by this key.
+    pub fn sort_details(self, rows: &mut [QueryDetail]) {
+        rows.sort_by(|a, b| self.value(&b.stats).total_cmp(&self.value(&a.stats)));
+    }
+
+    fn value(self, r: &QueryStats) -> f64 {
+        match self {
+            SortKey::TotalTime => r.total_ns as f64,
+            SortKey::MeanTime => r.mean_ms,
+            SortKey::P95 => r.p95_ms,
+            SortKey::P99 => r.p99_ms,
+            SortKey::Calls => r.calls as f64,
+            SortKey::Errors => r.error_count() as f64,
+            SortKey::Rows => r.rows as f64,
+        }
     }
 }
 
@@ -184,19 +190,33 @@ fn ms(ns: f64) -> f64 {
 impl Stats {
     /// Every entry, plus one `other` row per (database, user) that had evictions.
     pub fn snapshot(&self) -> Vec<QueryStats> {
+        self.rows(|_| ()).into_iter().map(|(row, ())| row).collect()
+    }
+
+    /// [`Stats::snapshot`] with each row's latency histogram, for clients that compute
+    /// percentiles over an interval or across runs from bucket differences.
+    pub fn snapshot_with_histograms(&self) -> Vec<QueryDetail> {
+        self.rows(histogram)
+            .into_iter()
+            .map(|(stats, histogram)| QueryDetail { stats, histogram })
+            .collect()
+    }
+
+    fn rows<T>(&self, extra: impl Fn(&EntryData) -> T) -> Vec<(QueryStats, T)> {
         let mut rows = Vec::with_capacity(self.entries.len() + 1);
         for e in self.entries.iter() {
             let data = e.value().lock();
-            rows.push(self.row(
+            let row = self.row(
                 Some(e.key().fingerprint),
                 &e.value().query,
                 &e.key().database,
                 &e.key().user,
                 &data,
-            ));
+            );
+            rows.push((row, extra(&data)));
         }
         for ((db, user), data) in lock(&self.other).iter() {
-            rows.push(self.row(None, "", db, user, data));
+            rows.push((self.row(None, "", db, user, data), extra(data)));
         }
         rows
     }

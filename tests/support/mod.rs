@@ -3,6 +3,7 @@
 //! - [`cluster`]: a throw-away PostgreSQL (`initdb`/`pg_ctl` in a temp dir, free port, one role
 //!   per authentication method), shared per test binary, with a fresh database per test, and
 //!   always stopped (see the cleanup notes there).
+//! - [`app`]: a whole pgshape (`App`) with its admin API in front of a fresh database.
 //! - [`battery`]: running a client battery direct and through pgshape, checking its events.
 //! - [`client`]: connection parameters for those roles and runners for `psql` and `pgbench`.
 //! - [`proxy`]: pgshape started in-process in front of a cluster, recording every statement
@@ -23,6 +24,7 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod app;
 pub mod battery;
 pub mod client;
 pub mod cluster;
