@@ -67,22 +67,37 @@ thread_local! {
     static IDLE: RefCell<HashMap<Box<[u8]>, Vec<Parked>>> = RefCell::new(HashMap::new());
 }
 
-/// A parked connection for `startup` (the StartupMessage's bytes), if one is still usable.
-pub(super) fn take(startup: &[u8], idle_timeout: Duration, gauge: &IntGauge) -> Option<Parked> {
+/// A kept connection for `startup` (the StartupMessage's bytes) whose reset succeeded and on
+/// which the server said nothing else while it was kept.
+pub(super) async fn take_ready(
+    startup: &[u8],
+    idle_timeout: Duration,
+    reset_timeout: Duration,
+    gauge: &IntGauge,
+) -> Option<Parked> {
+    while let Some(mut parked) = take(startup, idle_timeout, gauge) {
+        let reset = tokio::time::timeout(reset_timeout, finish_reset(&mut parked.server)).await;
+        if reset == Ok(true) && is_quiet(&mut parked.server) {
+            return Some(parked);
+        }
+        // Failed reset, or spoken to while kept (terminated, shutting down): dropped, closed.
+    }
+    None
+}
+
+/// The newest kept connection for `startup` that has not been idle too long.
+fn take(startup: &[u8], idle_timeout: Duration, gauge: &IntGauge) -> Option<Parked> {
     IDLE.with_borrow_mut(|idle| {
         let parked = idle.get_mut(startup)?;
         let now = Instant::now();
         let mut found = None;
         // Newest first: the most recently used backend has the warmest caches.
-        while let Some(mut candidate) = parked.pop() {
+        while let Some(candidate) = parked.pop() {
             gauge.dec();
-            if now.duration_since(candidate.parked_at) < idle_timeout
-                && is_quiet(&mut candidate.server)
-            {
+            if now.duration_since(candidate.parked_at) < idle_timeout {
                 found = Some(candidate);
                 break;
             }
-            // Stale or spoken to while parked (terminated, shutting down): dropped, closed.
         }
         if parked.is_empty() {
             idle.remove(startup);
@@ -139,23 +154,19 @@ fn is_quiet(server: &mut ServerStream) -> bool {
     matches!(Pin::new(server).poll_read(&mut cx, &mut buf), Poll::Pending)
 }
 
-/// Resets a connection its client left idle: `DISCARD ALL` (temporary tables, prepared
-/// statements, settings, advisory locks, LISTEN), answered with success and `I` within
-/// `timeout`. Anything else and the connection is not reused.
-pub(super) async fn reset(server: &mut ServerStream, timeout: Duration) -> bool {
-    tokio::time::timeout(timeout, discard_all(server))
-        .await
-        .unwrap_or(false)
-}
-
-async fn discard_all(server: &mut ServerStream) -> bool {
-    if server
+/// Starts resetting a connection its client left idle: `DISCARD ALL` (temporary tables,
+/// prepared statements, settings, advisory locks, LISTEN). The answer is read when the
+/// connection is taken ([`take_ready`]): a client that reconnects at once (`pgbench -C`) finds
+/// the connection kept instead of opening another one while the reset is under way.
+pub(super) async fn start_reset(server: &mut ServerStream) -> bool {
+    server
         .write_all_flush(&encode::query("DISCARD ALL"))
         .await
-        .is_err()
-    {
-        return false;
-    }
+        .is_ok()
+}
+
+/// Reads the answer to [`start_reset`]: success, then ReadyForQuery `I`, and nothing after it.
+async fn finish_reset(server: &mut ServerStream) -> bool {
     let mut buf = BytesMut::with_capacity(256);
     let mut completed = false;
     loop {
@@ -164,7 +175,7 @@ async fn discard_all(server: &mut ServerStream) -> bool {
                 let frame = buf.split_to(header.frame_len);
                 match frame[0] {
                     b'C' => completed = true,
-                    b'Z' => return completed && frame.get(5) == Some(&b'I'),
+                    b'Z' => return completed && frame.get(5) == Some(&b'I') && buf.is_empty(),
                     // ParameterStatus for the settings RESET ALL put back, notices.
                     b'S' | b'N' => {}
                     _ => return false,
@@ -195,39 +206,44 @@ mod tests {
         (ServerStream::Plain(client), peer)
     }
 
+    /// What PostgreSQL answers to DISCARD ALL.
+    fn discarded() -> Vec<u8> {
+        let mut reply = b"C\0\0\0\x10DISCARD ALL\0".to_vec();
+        reply.extend_from_slice(b"Z\0\0\0\x05I");
+        reply
+    }
+
     #[tokio::test]
-    async fn parked_connections_are_taken_by_exact_startup_and_checked() {
-        clear(&gauge());
-        let (a, _peer_a) = connected().await;
-        let (b, mut peer_b) = connected().await;
-        let hour = Duration::from_secs(3600);
-        park(
-            b"startup-1",
-            Parked::new(a, b"hello".to_vec(), None),
-            10,
-            &gauge(),
-        )
-        .ok()
-        .unwrap();
-        park(
-            b"startup-1",
-            Parked::new(b, b"hello".to_vec(), None),
-            10,
-            &gauge(),
-        )
-        .ok()
-        .unwrap();
-        assert!(
-            take(b"startup-2", hour, &gauge()).is_none(),
-            "another StartupMessage"
-        );
-        // The newest (b) has been spoken to by its server while parked: skipped and closed.
+    async fn kept_connections_are_taken_by_exact_startup_once_reset() {
         use tokio::io::AsyncWriteExt;
-        peer_b.write_all(b"E").await.unwrap();
+        clear(&gauge());
+        let (a, mut peer_a) = connected().await;
+        let (b, mut peer_b) = connected().await;
+        let (c, mut peer_c) = connected().await;
+        let hour = Duration::from_secs(3600);
+        let idle = gauge();
+        let take = |key: &'static [u8]| take_ready(key, hour, hour, &idle);
+        for server in [a, b, c] {
+            park(
+                b"startup-1",
+                Parked::new(server, b"hello".to_vec(), None),
+                10,
+                &gauge(),
+            )
+            .ok()
+            .unwrap();
+        }
+        assert!(take(b"startup-2").await.is_none(), "another StartupMessage");
+        peer_a.write_all(&discarded()).await.unwrap();
+        // b's reset failed; c's server said something more after it (a terminated backend).
+        peer_b.write_all(b"E\0\0\0\x04").await.unwrap();
+        let mut spoke = discarded();
+        spoke.extend_from_slice(b"E\0\0\0\x04");
+        peer_c.write_all(&spoke).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let taken = take(b"startup-1", hour, &gauge()).expect("a is still quiet");
+        let taken = take(b"startup-1").await.expect("a was reset");
         assert_eq!(taken.greeting, b"hello");
-        assert!(take(b"startup-1", hour, &gauge()).is_none());
+        assert!(take(b"startup-1").await.is_none());
     }
 
     #[tokio::test]

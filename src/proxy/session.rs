@@ -174,11 +174,13 @@ async fn run(
     let reuse = shared.config.reuse_server_connections && !replication;
     // Boxed: a local's storage lasts to the end of its scope, across the connect below.
     let parked = if reuse {
-        super::reuse::take(
+        Box::pin(super::reuse::take_ready(
             &packet,
             shared.config.server_idle_timeout(),
+            shared.config.connect_timeout(),
             &shared.metrics.server_connections_idle,
-        )
+        ))
+        .await
         .map(Box::new)
     } else {
         None
@@ -399,7 +401,7 @@ async fn relay(
         Ended::Client(Ok(end)) if keep => {
             // The client's Terminate was kept from the server: reuse it, or end it here.
             let reusable = state.borrow().reusable();
-            if reusable && Box::pin(super::reuse::reset(server, timeout)).await {
+            if reusable && Box::pin(super::reuse::start_reset(server)).await {
                 client.shutdown().await;
                 let mut state = state.into_inner();
                 return Ok(Some(Kept {
