@@ -84,7 +84,7 @@ struct CheckArgs {
     #[arg(long, env = "PGSHAPE_RULES")]
     rules: Option<PathBuf>,
     /// Monitoring connection string: decide fan-out from the schema's keys instead of names.
-    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN", hide_env_values = true)]
     schema_dsn: Option<String>,
     /// Report format.
     #[arg(long, default_value = "human", value_parser = ["human", "json", "github", "junit"])]
@@ -117,6 +117,13 @@ struct ServeArgs {
     /// flags show in `ps`).
     #[arg(long, env = "PGSHAPE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Separate admin address for the POST endpoints (reset, reload); --admin then serves
+    /// GET/HEAD only [default: none, --admin serves both].
+    #[arg(long, env = "PGSHAPE_ADMIN_WRITE")]
+    admin_write: Option<String>,
+    /// Start even with the POST endpoints on a non-loopback address and no --admin-token.
+    #[arg(long, env = "PGSHAPE_ADMIN_INSECURE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    admin_insecure: Option<bool>,
     /// Worker threads; 0 = one per core [default: 0].
     #[arg(long, env = "PGSHAPE_WORKERS")]
     workers: Option<usize>,
@@ -169,7 +176,7 @@ struct ServeArgs {
     #[arg(long, env = "PGSHAPE_NO_INSPECT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     no_inspect: Option<bool>,
     /// Monitoring connection string for schema lookups (keys, unique indexes, table sizes).
-    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN", hide_env_values = true)]
     schema_dsn: Option<String>,
 }
 
@@ -201,7 +208,8 @@ impl ServeArgs {
             connect_timeout_ms,
             shutdown_grace_ms,
             cancel_on_client_disconnect,
-            log_format
+            log_format,
+            admin_insecure
         );
         if let Some(ms) = self.log_min_duration {
             config.log_min_duration_ms = ms;
@@ -209,7 +217,13 @@ impl ServeArgs {
         if let Some(token) = self.admin_token {
             config.admin_token = Some(pgshape::config::Secret::new(token));
         }
-        set_some!(tls_cert, tls_key, upstream_sslmode, upstream_sslrootcert);
+        set_some!(
+            tls_cert,
+            tls_key,
+            upstream_sslmode,
+            upstream_sslrootcert,
+            admin_write
+        );
         if let Some(admin) = self.admin {
             config.admin = (admin != "off").then_some(admin);
         }
