@@ -248,8 +248,16 @@ impl ServeArgs {
 }
 
 fn init_logging(format: &str, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Whatever RUST_LOG says: these libraries log statement texts, literal values included, at
+    // debug level (sqlparser each statement pgshape analyses, tokio-postgres each statement a
+    // proof or shadow run prepares), and literals stay out of pgshape's logs.
+    for quiet in ["sqlparser=info", "tokio_postgres=info"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     // Logs go to stderr: stdout belongs to command output (check reports, the demo).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
