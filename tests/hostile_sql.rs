@@ -140,6 +140,10 @@ fn a_ten_megabyte_in_list_gets_the_servers_answer_unanalysed() {
     let answer = run.same_answer(&raw::query(&sql));
     assert_eq!(data_row_text(&answer), ["20"]);
     assert_eq!(run.skipped("size"), before + 1);
+    // Also in the JSON API, beside the parse failures.
+    let (_, rules) = support::http(run.app().admin_addr().unwrap(), "GET", "/api/rules");
+    let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    assert_eq!(rules["analysis_skipped"]["size"], before + 1, "{rules}");
 }
 
 #[test]

@@ -289,6 +289,11 @@ impl RuleEngine {
         self.facts.parse_failures()
     }
 
+    /// Statements relayed unanalysed because they went past `reason`'s analysis limit.
+    pub fn analysis_skipped(&self, reason: crate::sql::analysis::OverBudget) -> u64 {
+        self.facts.skipped(reason)
+    }
+
     /// Re-reads the rules from where the configuration says; on error the old rules stay.
     ///
     /// # Errors

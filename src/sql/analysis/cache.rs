@@ -19,6 +19,8 @@ pub struct FactsCache {
     capacity: usize,
     budget: Budget,
     parse_failures: AtomicU64,
+    /// Lookups over the budget, by [`OverBudget::ALL`] index.
+    skipped: [AtomicU64; 2],
 }
 
 impl FactsCache {
@@ -35,6 +37,7 @@ impl FactsCache {
             capacity: capacity.max(1),
             budget,
             parse_failures: AtomicU64::new(0),
+            skipped: Default::default(),
         }
     }
 
@@ -65,6 +68,7 @@ impl FactsCache {
         let facts = match analyze_within(sql, &self.budget) {
             Ok(facts) => Some(Arc::new(facts)),
             Err(AnalysisError::OverBudget(over)) => {
+                self.skipped[over as usize].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%fingerprint, bytes = sql.len(), reason = over.as_str(), "statement over the analysis budget, not analysed");
                 return Err(over);
             }
@@ -88,6 +92,11 @@ impl FactsCache {
     /// Statement shapes sqlparser could not parse (each counted when first seen).
     pub fn parse_failures(&self) -> u64 {
         self.parse_failures.load(Ordering::Relaxed)
+    }
+
+    /// Statements relayed unanalysed for going past `reason`'s limit.
+    pub fn skipped(&self, reason: OverBudget) -> u64 {
+        self.skipped[reason as usize].load(Ordering::Relaxed)
     }
 
     /// Shapes currently cached.
