@@ -40,6 +40,12 @@ pub enum AppError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(
+        "admin endpoints that reset statistics and reload rules would listen on {addr} without \
+         admin_token: set admin_token (PGSHAPE_ADMIN_TOKEN), listen on loopback (admin_write \
+         for the POST endpoints), or pass --admin-insecure (PGSHAPE_ADMIN_INSECURE=true)"
+    )]
+    AdminInsecure { addr: SocketAddr },
     #[error("cannot start the background thread: {0}")]
     Background(std::io::Error),
     #[error("metrics registration: {0}")]
@@ -51,6 +57,7 @@ pub struct App {
     proxy: Proxy,
     probe: Arc<UpstreamProbe>,
     admin_addr: Option<SocketAddr>,
+    admin_write_addr: Option<SocketAddr>,
     background: Background,
     stats: Option<Arc<Stats>>,
     rules: Arc<RuleEngine>,
@@ -92,7 +99,9 @@ impl App {
             observers.push(stats.clone());
         }
         if let Some(slow) = SlowLog::new(config.log_min_duration(), &config.stats) {
-            observers.push(Arc::new(slow));
+            observers.push(Arc::new(
+                slow.with_analysis_budget(config.rules.analysis_budget()),
+            ));
         }
         let observers: Observers = Arc::from(observers);
 
@@ -117,30 +126,27 @@ impl App {
         }
         crate::rewrite::metrics::register(&registry, rules.rewriter().counts())?;
 
-        let admin_listener =
-            match &config.admin {
-                Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| {
-                    AppError::AdminBind {
-                        addr: addr.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
-        let admin_addr = admin_listener
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()
-            .map_err(AppError::Background)?;
+        let admin_listener = bind_admin(config.admin.as_deref())?;
+        // With `admin_write` the state-changing endpoints move to a listener of their own.
+        let write_listener = match config.admin {
+            Some(_) => bind_admin(config.admin_write.as_deref())?,
+            None => None,
+        };
+        let admin_addr = local_addr(admin_listener.as_ref())?;
+        let admin_write_addr = local_addr(write_listener.as_ref())?;
         let token = config.admin_token.as_ref().map(|t| t.expose().to_owned());
-        if let Some(addr) = admin_addr
+        if let Some(addr) = admin_write_addr.or(admin_addr)
             && !addr.ip().is_loopback()
             && token.is_none()
         {
+            if !config.admin_insecure {
+                return Err(AppError::AdminInsecure { addr });
+            }
             tracing::warn!(
                 %addr,
-                "admin API on a non-loopback address without admin_token: whoever reaches it \
-                 can reset the statistics and reload the rules"
+                "admin_insecure: state-changing admin endpoints on a non-loopback address \
+                 without admin_token; whoever reaches it can reset the statistics and reload \
+                 the rules"
             );
         }
         let connect_timeout = config.connect_timeout();
@@ -186,8 +192,17 @@ impl App {
             );
             admin::protect_writes(router, token)
         });
+        let mut listeners = Vec::new();
+        match (admin_listener, write_listener, router) {
+            (Some(reads), Some(writes), Some(router)) => {
+                listeners.push((reads, admin::read_only(router.clone())));
+                listeners.push((writes, router));
+            }
+            (Some(both), None, Some(router)) => listeners.push((both, router)),
+            _ => {}
+        }
         let background = match start_background(
-            admin_listener.zip(router),
+            listeners,
             catalog,
             rules.rewriter().clone(),
             stats.clone(),
@@ -202,6 +217,7 @@ impl App {
             proxy,
             probe,
             admin_addr,
+            admin_write_addr,
             background,
             stats,
             rules,
@@ -217,6 +233,11 @@ impl App {
     /// Where the admin HTTP server listens, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where the state-changing admin endpoints listen, when they have their own listener.
+    pub fn admin_write_addr(&self) -> Option<SocketAddr> {
+        self.admin_write_addr
     }
 
     pub fn stats(&self) -> Option<&Arc<Stats>> {
@@ -267,8 +288,25 @@ fn reload_response(engine: &RuleEngine) -> (axum::http::StatusCode, axum::Json<s
     }
 }
 
+fn bind_admin(addr: Option<&str>) -> Result<Option<std::net::TcpListener>, AppError> {
+    addr.map(|addr| {
+        std::net::TcpListener::bind(addr).map_err(|source| AppError::AdminBind {
+            addr: addr.to_owned(),
+            source,
+        })
+    })
+    .transpose()
+}
+
+fn local_addr(listener: Option<&std::net::TcpListener>) -> Result<Option<SocketAddr>, AppError> {
+    listener
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(AppError::Background)
+}
+
 fn start_background(
-    admin: Option<(std::net::TcpListener, axum::Router)>,
+    admin: Vec<(std::net::TcpListener, axum::Router)>,
     catalog: Option<Arc<CatalogOracle>>,
     rewriter: Arc<crate::rewrite::Rewriter>,
     stats: Option<Arc<Stats>>,
@@ -286,7 +324,7 @@ fn start_background(
                 // Rewrite proofs and shadow runs, off the proxy's workers.
                 let rewrites = rewriter.spawn_worker();
                 // The per-shape history behind the admin page's charts (read only there).
-                let history = stats.filter(|_| admin.is_some()).map(|stats| {
+                let history = stats.filter(|_| !admin.is_empty()).map(|stats| {
                     tokio::spawn(async move {
                         let mut ticks = tokio::time::interval(stats.config().history_interval());
                         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -296,25 +334,32 @@ fn start_background(
                         }
                     })
                 });
-                match admin {
-                    Some((listener, router)) => {
-                        let shutdown = async {
-                            let _ = stopped.await;
-                        };
-                        let served = async {
-                            listener.set_nonblocking(true)?;
-                            let listener = tokio::net::TcpListener::from_std(listener)?;
-                            admin::serve(listener, router, shutdown)
-                                .await
-                                .map_err(std::io::Error::other)
-                        };
-                        if let Err(error) = served.await {
-                            tracing::error!(%error, "admin server failed");
-                        }
-                    }
-                    None => {
-                        let _ = stopped.await;
-                    }
+                let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+                let servers: Vec<_> = admin
+                    .into_iter()
+                    .map(|(listener, router)| {
+                        let mut stop_seen = stop_seen.clone();
+                        tokio::spawn(async move {
+                            let shutdown = async move {
+                                let _ = stop_seen.wait_for(|stop| *stop).await;
+                            };
+                            let served = async {
+                                listener.set_nonblocking(true)?;
+                                let listener = tokio::net::TcpListener::from_std(listener)?;
+                                admin::serve(listener, router, shutdown)
+                                    .await
+                                    .map_err(std::io::Error::other)
+                            };
+                            if let Err(error) = served.await {
+                                tracing::error!(%error, "admin server failed");
+                            }
+                        })
+                    })
+                    .collect();
+                let _ = stopped.await;
+                let _ = stopping.send(true);
+                for server in servers {
+                    let _ = server.await;
                 }
                 if let Some(refresher) = refresher {
                     refresher.abort();

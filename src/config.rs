@@ -37,6 +37,12 @@ pub struct Config {
     /// Bearer token required by the admin API's state-changing endpoints (POST: statistics
     /// reset, rule reload); `None` leaves them open to whoever reaches the admin address.
     pub admin_token: Option<Secret>,
+    /// A second admin listener for the state-changing endpoints; when set, `admin` serves
+    /// reads only (GET/HEAD: metrics, JSON API, page) and answers 405 to the rest.
+    pub admin_write: Option<String>,
+    /// Start even though the state-changing endpoints listen on a non-loopback address
+    /// without `admin_token` (otherwise pgshape refuses to start).
+    pub admin_insecure: bool,
     /// Worker threads, each a single-threaded runtime that owns its connections; 0 = one per core.
     pub workers: usize,
     /// Largest protocol message accepted from either side, in bytes (PostgreSQL's own cap is 1 GiB).
@@ -95,6 +101,8 @@ impl Default for Config {
             upstream: "127.0.0.1:5432".into(),
             admin: Some("127.0.0.1:9187".into()),
             admin_token: None,
+            admin_write: None,
+            admin_insecure: false,
             workers: 0,
             max_frame_size: 1 << 30,
             max_client_connections: 10_000,

@@ -183,7 +183,7 @@ struct CheckArgs {
     #[arg(long, env = "PGSHAPE_RULES")]
     rules: Option<PathBuf>,
     /// Monitoring connection string: decide fan-out from the schema's keys instead of names.
-    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN", hide_env_values = true)]
     schema_dsn: Option<String>,
     /// Report format.
     #[arg(long, default_value = "human", value_parser = ["human", "json", "github", "junit"])]
@@ -216,6 +216,13 @@ struct ServeArgs {
     /// flags show in `ps`).
     #[arg(long, env = "PGSHAPE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Separate admin address for the POST endpoints (reset, reload); --admin then serves
+    /// GET/HEAD only [default: none, --admin serves both].
+    #[arg(long, env = "PGSHAPE_ADMIN_WRITE")]
+    admin_write: Option<String>,
+    /// Start even with the POST endpoints on a non-loopback address and no --admin-token.
+    #[arg(long, env = "PGSHAPE_ADMIN_INSECURE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    admin_insecure: Option<bool>,
     /// Worker threads; 0 = one per core [default: 0].
     #[arg(long, env = "PGSHAPE_WORKERS")]
     workers: Option<usize>,
@@ -284,7 +291,7 @@ struct ServeArgs {
     #[arg(long, env = "PGSHAPE_NO_INSPECT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     no_inspect: Option<bool>,
     /// Monitoring connection string for schema lookups (keys, unique indexes, table sizes).
-    #[arg(long, env = "PGSHAPE_SCHEMA_DSN")]
+    #[arg(long, env = "PGSHAPE_SCHEMA_DSN", hide_env_values = true)]
     schema_dsn: Option<String>,
     /// passthrough (the server authenticates) or scram_proxy (pgshape authenticates with
     /// SCRAM-SHA-256, channel binding included, and logs in upstream) [default: passthrough].
@@ -331,7 +338,8 @@ impl ServeArgs {
             cancel_on_client_disconnect,
             reuse_server_connections,
             server_idle_timeout_ms,
-            log_format
+            log_format,
+            admin_insecure
         );
         if let Some(ms) = self.log_min_duration {
             config.log_min_duration_ms = ms;
@@ -339,7 +347,13 @@ impl ServeArgs {
         if let Some(token) = self.admin_token {
             config.admin_token = Some(pgshape::config::Secret::new(token));
         }
-        set_some!(tls_cert, tls_key, upstream_sslmode, upstream_sslrootcert);
+        set_some!(
+            tls_cert,
+            tls_key,
+            upstream_sslmode,
+            upstream_sslrootcert,
+            admin_write
+        );
         if let Some(admin) = self.admin {
             config.admin = (admin != "off").then_some(admin);
         }
@@ -396,8 +410,16 @@ fn parse_rule_action(text: &str) -> Result<(String, pgshape::rules::Action), Str
 }
 
 fn init_logging(format: &str, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Whatever RUST_LOG says: these libraries log statement texts, literal values included, at
+    // debug level (sqlparser each statement pgshape analyses, tokio-postgres each statement a
+    // proof or shadow run prepares), and literals stay out of pgshape's logs.
+    for quiet in ["sqlparser=info", "tokio_postgres=info"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     // Logs go to stderr: stdout belongs to command output (check reports, the demo).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -4,7 +4,10 @@
 //!
 //! Why not protect reads too: scraping with a token needs per-scraper configuration, and what
 //! the reads expose is what `pg_stat_statements` shows any monitoring role. Bind the admin
-//! listener to a private address when even that must not leak.
+//! listener to a private address when even that must not leak, or give the state-changing
+//! endpoints a listener of their own (`admin_write`, the reads listener is then [`read_only`]).
+//! Without a token those endpoints must listen on loopback, unless `admin_insecure` says the
+//! network in between is trusted: the app refuses to start otherwise.
 
 use std::sync::Arc;
 
@@ -28,6 +31,29 @@ pub fn protect_writes(router: Router, token: Option<String>) -> Router {
         }
         None => router,
     }
+}
+
+/// Answers 405 to every request that is not `GET` or `HEAD`: the admin listener for reads when
+/// the state-changing endpoints have their own (`admin_write`).
+pub fn read_only(router: Router) -> Router {
+    router.layer(middleware::from_fn(
+        |request: Request, next: Next| async move {
+            if matches!(*request.method(), Method::GET | Method::HEAD) {
+                return next.run(request).await;
+            }
+            let mut response = (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(json!({
+                    "error": "this admin listener serves reads only; state-changing endpoints are on admin_write",
+                })),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+        },
+    ))
 }
 
 async fn check(token: &[u8], request: Request, next: Next) -> Response {

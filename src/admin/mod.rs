@@ -67,7 +67,7 @@ use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-pub use auth::protect_writes;
+pub use auth::{protect_writes, read_only};
 
 use crate::openmetrics::{self, Format};
 use crate::sql::Fingerprint;

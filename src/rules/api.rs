@@ -202,6 +202,10 @@ pub fn rules_json(engine: &RuleEngine) -> Value {
         "mode": set.mode,
         "source": set.source,
         "parse_failures": engine.parse_failures(),
+        "analysis_skipped": crate::sql::analysis::OverBudget::ALL
+            .iter()
+            .map(|&r| (r.as_str(), engine.analysis_skipped(r)))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "rules": rules,
     })
 }

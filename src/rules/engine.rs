@@ -184,7 +184,7 @@ impl RuleEngine {
     pub fn new(config: RulesConfig) -> Result<RuleEngine, RuleLoadError> {
         let rules = load(&config)?;
         Ok(RuleEngine {
-            facts: FactsCache::new(config.facts_cache_size),
+            facts: FactsCache::with_budget(config.facts_cache_size, config.analysis_budget()),
             fanout: FanoutCache::new(config.facts_cache_size),
             statics: SharedStatics::new(config.facts_cache_size),
             rewrites: std::sync::atomic::AtomicBool::new(rules.rewrites),
@@ -289,6 +289,11 @@ impl RuleEngine {
         self.facts.parse_failures()
     }
 
+    /// Statements relayed unanalysed because they went past `reason`'s analysis limit.
+    pub fn analysis_skipped(&self, reason: crate::sql::analysis::OverBudget) -> u64 {
+        self.facts.skipped(reason)
+    }
+
     /// Re-reads the rules from where the configuration says; on error the old rules stay.
     ///
     /// # Errors
@@ -389,15 +394,22 @@ impl RuleEngine {
         }
         let needs = set.needs;
         // A remembered shape needs no facts: its per-execution conditions do not use them.
+        // Over the analysis budget, the shape is judged without facts this once; what the
+        // rules decide is not remembered, so the shape within budget is judged in full.
+        let mut over_budget = false;
         let facts = if cached.is_none() && needs.facts {
             let before = self.facts.parse_failures();
-            let facts = self.facts.get_or_analyze(stmt.fingerprint, stmt.sql);
-            if let Some(m) = &self.metrics
-                && self.facts.parse_failures() > before
-            {
-                m.parse_failures.inc();
+            let facts = self.facts.lookup(stmt.fingerprint, stmt.sql);
+            if let Some(m) = &self.metrics {
+                if self.facts.parse_failures() > before {
+                    m.parse_failures.inc();
+                }
+                if let Err(over) = facts {
+                    m.analysis_skipped.with_label_values(&[over.as_str()]).inc();
+                }
             }
-            facts
+            over_budget = facts.is_err();
+            facts.unwrap_or(None)
         } else {
             None
         };
@@ -475,7 +487,7 @@ impl RuleEngine {
                 });
             }
         }
-        if let Some(learned) = learned {
+        if let Some(learned) = learned.filter(|_| !over_budget) {
             let learned: Arc<[StaticMatch]> = learned.into();
             if let Some(scope) = scope {
                 self.statics.insert(

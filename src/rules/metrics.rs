@@ -29,6 +29,9 @@ pub struct RuleMetrics {
     pub parse_failures: IntCounter,
     /// `pgshape_rule_reloads_total{result="ok"|"error"}`.
     pub reloads: IntCounterVec,
+    /// `pgshape_analysis_skipped_total{reason="size"|"depth"}`: statements relayed without
+    /// analysis because they were over the analysis budget.
+    pub analysis_skipped: IntCounterVec,
 }
 
 impl RuleMetrics {
@@ -50,6 +53,16 @@ impl RuleMetrics {
             Opts::new("pgshape_rule_reloads_total", "Rule reloads by result."),
             &["result"],
         )?;
+        let analysis_skipped = IntCounterVec::new(
+            Opts::new(
+                "pgshape_analysis_skipped_total",
+                "Statements relayed unanalysed because they were over the analysis budget.",
+            ),
+            &["reason"],
+        )?;
+        for reason in crate::sql::analysis::OverBudget::ALL {
+            analysis_skipped.with_label_values(&[reason.as_str()]);
+        }
         registry.register(Box::new(HitsCollector::new(hits)?))?;
         registry.register(Box::new(parse_failures.clone()))?;
         // Both results exported at 0 from the start, so `increase()` sees the first reload.
@@ -57,9 +70,11 @@ impl RuleMetrics {
             reloads.with_label_values(&[result]);
         }
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(analysis_skipped.clone()))?;
         Ok(RuleMetrics {
             parse_failures,
             reloads,
+            analysis_skipped,
         })
     }
 }

@@ -143,7 +143,7 @@ pub enum Mode {
 }
 
 /// The `[rules]` table of the configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RulesConfig {
     /// Directory of `*.toml` rule files; `None` uses the rules embedded in the binary.
@@ -162,6 +162,42 @@ pub struct RulesConfig {
     /// Per-rule action overrides by rule id (`[rules.actions]`, `--rule-action ID=ACTION`);
     /// they win over `block_on` and over the rule files.
     pub actions: std::collections::BTreeMap<String, Action>,
+    /// Statements longer than this many bytes are relayed unanalysed (counted in
+    /// `pgshape_analysis_skipped_total{reason="size"}`).
+    pub analysis_max_bytes: usize,
+    /// Statements with brackets nested deeper than this are relayed unanalysed
+    /// (`reason="depth"`).
+    pub analysis_max_depth: usize,
+}
+
+/// By hand, so the schema DSN (which may carry a password) never reaches a log or panic message.
+impl fmt::Debug for RulesConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RulesConfig")
+            .field("dir", &self.dir)
+            .field("mode", &self.mode)
+            .field(
+                "schema_dsn",
+                &self.schema_dsn.as_ref().map(|_| format_args!("***")),
+            )
+            .field("schema_refresh_secs", &self.schema_refresh_secs)
+            .field("facts_cache_size", &self.facts_cache_size)
+            .field("analysis_max_bytes", &self.analysis_max_bytes)
+            .field("analysis_max_depth", &self.analysis_max_depth)
+            .field("block_on", &self.block_on)
+            .field("actions", &self.actions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RulesConfig {
+    /// The limits within which statements are parsed for their facts.
+    pub fn analysis_budget(&self) -> crate::sql::analysis::Budget {
+        crate::sql::analysis::Budget {
+            max_bytes: self.analysis_max_bytes,
+            max_depth: self.analysis_max_depth,
+        }
+    }
 }
 
 impl Default for RulesConfig {
@@ -174,6 +210,8 @@ impl Default for RulesConfig {
             facts_cache_size: 20_000,
             block_on: None,
             actions: std::collections::BTreeMap::new(),
+            analysis_max_bytes: crate::sql::analysis::Budget::default().max_bytes,
+            analysis_max_depth: crate::sql::analysis::Budget::default().max_depth,
         }
     }
 }

@@ -598,6 +598,21 @@ fn engine_from_config_uses_the_catalog_when_a_dsn_is_set() {
 }
 
 #[test]
+fn the_schema_dsn_is_not_in_debug_output() {
+    let config = RulesConfig {
+        schema_dsn: Some("host=db user=monitor password=pw-91d4".into()),
+        ..RulesConfig::default()
+    };
+    let whole = crate::config::Config {
+        rules: config.clone(),
+        ..crate::config::Config::default()
+    };
+    let printed = format!("{config:?} {whole:?}");
+    assert!(!printed.contains("pw-91d4"), "{printed}");
+    assert!(printed.contains("schema_dsn: Some(***)"), "{printed}");
+}
+
+#[test]
 fn every_rule_file_in_the_repository_is_embedded() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     let mut on_disk: Vec<String> = std::fs::read_dir(dir)

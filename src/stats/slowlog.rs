@@ -15,6 +15,7 @@ use crate::event::{StatementEvent, StatementObserver};
 #[cfg(test)]
 #[path = "slowlog_tests.rs"]
 mod tests;
+use crate::sql::analysis::Budget;
 use crate::sql::commenter::{self, SqlComment};
 
 /// Logs slow statements; a separate observer so it works with statistics switched off.
@@ -23,6 +24,7 @@ pub struct SlowLog {
     threshold: Duration,
     log_parameters: bool,
     max_query_length: usize,
+    budget: Budget,
 }
 
 impl SlowLog {
@@ -33,7 +35,14 @@ impl SlowLog {
             threshold,
             log_parameters: config.log_parameters,
             max_query_length: config.max_query_length,
+            budget: Budget::default(),
         })
+    }
+
+    /// Names the statements over `budget` (relayed unanalysed) in the `analysis` field.
+    pub fn with_analysis_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// The statement text as it may be logged.
@@ -100,6 +109,9 @@ impl StatementObserver for SlowLog {
                 .and_then(super::trace_ids)
                 .map_or("", |(trace, _)| trace),
             tags = %TagList(&tags),
+            // Which analysis limit the statement is over (`size`, `depth`): the rules judged
+            // it without its structural facts.
+            analysis = self.budget.check(sql).err().map_or("", |over| over.as_str()),
             "slow statement"
         );
     }

@@ -19,7 +19,7 @@ pub fn free_addr() -> SocketAddr {
 /// `pgshape serve`, killed on drop.
 pub struct Serve {
     pub child: Child,
-    /// Its stderr (`RUST_LOG=info`).
+    /// Its stderr (`RUST_LOG=info` unless `env` says otherwise).
     pub log: PathBuf,
 }
 
@@ -46,8 +46,8 @@ impl Serve {
             .arg("--rules")
             .arg(rules)
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

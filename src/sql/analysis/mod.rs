@@ -11,8 +11,14 @@
 //!
 //! Parsing never blocks anything: a statement sqlparser cannot parse has no facts (`None`), is
 //! counted by the caller, and no structural rule matches it (fail open).
+//!
+//! Parsing is also the one step whose cost grows with more than the text's length (an AST many
+//! times the size of the text, recursion per nesting level), so it runs within a [`Budget`]: a
+//! statement larger or more deeply nested than the budget is relayed unanalysed
+//! ([`AnalysisError::OverBudget`]) instead of risking a worker's stack or memory.
 
 pub(crate) mod ast;
+mod budget;
 mod cache;
 mod scope;
 mod values;
@@ -26,6 +32,7 @@ use std::fmt;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+pub use budget::{Budget, OverBudget};
 pub use cache::FactsCache;
 pub use values::{ValueFacts, scan_values};
 
@@ -199,6 +206,8 @@ pub enum AnalysisError {
     Parse(String),
     #[error("no statement")]
     Empty,
+    #[error("over the analysis budget: {0}")]
+    OverBudget(OverBudget),
 }
 
 /// Parses `sql` as exactly one statement (a rewrite template, say).
@@ -221,19 +230,36 @@ pub fn parse_one(sql: &str) -> Result<sqlparser::ast::Statement, AnalysisError> 
     }
 }
 
-/// Parses one statement and computes its structural facts.
+/// Parses one statement within the default [`Budget`] and computes its structural facts.
 ///
 /// # Errors
-/// When the text is not UTF-8 or sqlparser cannot parse it; callers count that and let the
-/// statement through. Of a multi-statement text only the first statement is analysed.
+/// As [`analyze_within`].
 pub fn analyze(sql: &[u8]) -> Result<Facts, AnalysisError> {
+    analyze_within(sql, &Budget::default())
+}
+
+/// Parses one statement and computes its structural facts, if it is within `budget`.
+///
+/// # Errors
+/// When the text is over the budget, not UTF-8, or sqlparser cannot parse it; callers count
+/// that and let the statement through. Of a multi-statement text only the first statement is
+/// analysed.
+pub fn analyze_within(sql: &[u8], budget: &Budget) -> Result<Facts, AnalysisError> {
+    budget.check(sql).map_err(AnalysisError::OverBudget)?;
     let text = std::str::from_utf8(sql).map_err(|_| AnalysisError::Utf8)?;
     let dialect = PostgreSqlDialect {};
     let statements = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(text)
         .and_then(|mut p| p.parse_statements())
-        .map_err(|e| AnalysisError::Parse(e.to_string()))?;
+        .map_err(|e| match e {
+            // The token scan of the budget counts brackets; the parser also recurses for
+            // operators and keywords, so deep nesting of another kind ends up here.
+            sqlparser::parser::ParserError::RecursionLimitExceeded => {
+                AnalysisError::OverBudget(OverBudget::Depth)
+            }
+            e => AnalysisError::Parse(e.to_string()),
+        })?;
     let first = statements.first().ok_or(AnalysisError::Empty)?;
     Ok(walk::facts_of(first))
 }

@@ -480,3 +480,41 @@ fn syntax_errors_still_get_a_fingerprint() {
         let _ = normalize(junk.as_bytes(), 100);
     }
 }
+
+/// Found by the `fingerprint` fuzz target: each level of nested lists walked its elements twice
+/// (shape, then emit), so 150 bytes of unterminated nesting took minutes. Past
+/// `MAX_LIST_DEPTH` lists are walked as plain tokens; this input now takes one pass per level
+/// up to that depth. (Before the fix this test did not finish.)
+#[test]
+fn deeply_nested_lists_cost_a_bounded_number_of_walks() {
+    for sql in [
+        format!("SELECT ARRAY[1, (ARRAY[1, ({}1", "ARRAY[1, (".repeat(40)),
+        format!(
+            "SELECT ARRAY[1, {}1{}]",
+            "ARRAY[1, ".repeat(40),
+            "]".repeat(40)
+        ),
+        format!("SELECT 1 IN (1, {}1{})", "(1, ".repeat(40), ")".repeat(40)),
+        format!(
+            "VALUES (1, {}1{})",
+            "(VALUES (1, ".repeat(40),
+            "))".repeat(40)
+        ),
+    ] {
+        let _ = fingerprint(sql.as_bytes());
+        let _ = normalize(sql.as_bytes(), 4096);
+        let _ = crate::sql::slots(sql.as_bytes());
+    }
+}
+
+#[test]
+fn lists_nested_a_few_deep_still_collapse() {
+    same(
+        "SELECT * FROM t WHERE (a, b) IN ((1, ARRAY[1, 2]), (2, ARRAY[3]))",
+        "SELECT * FROM t WHERE (a, b) IN ((7, ARRAY[9]))",
+    );
+    same(
+        "INSERT INTO t VALUES (1, ARRAY[ARRAY[1, 2], ARRAY[3, 4]]), (2, ARRAY[ARRAY[5]])",
+        "INSERT INTO t VALUES (3, ARRAY[ARRAY[6]])",
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{CONSTANT_SHAPE, Prev, PrevWord, Sink, Walker, walk};
+use super::{CONSTANT_SHAPE, Prev, PrevWord, Sink, Walker, walk_in_lists};
 use crate::sql::fingerprint::HashSink;
 use crate::sql::lexer::{SignificantTokens, TokenKind};
 
@@ -11,7 +11,7 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
     /// Hash of the normalized form of `range`, to compare list elements and rows.
     fn shape(&self, range: Range<usize>) -> u64 {
         let mut h = HashSink::new();
-        walk(self.sql, range, &mut h);
+        walk_in_lists(self.sql, range, &mut h, self.list_depth + 1);
         h.finish()
     }
 
@@ -21,7 +21,9 @@ impl<'a, S: Sink> Walker<'a, '_, S> {
         self.prev = Prev::Operator;
         self.prev_word = PrevWord::Other;
         self.stmt_start = false;
+        self.list_depth += 1;
         self.run(SignificantTokens::with_range(self.sql, range));
+        self.list_depth -= 1;
         self.cursor_stmt = cursor;
         self.prev_word = PrevWord::Other;
         self.prev = Prev::Operand;

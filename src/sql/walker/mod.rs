@@ -69,9 +69,22 @@ fn may_start_constant(kind: TokenKind, kw: Kw, sign_ok: bool) -> bool {
 
 /// Walks `range` of `sql` and feeds its normalized tokens to `sink`.
 pub(crate) fn walk<S: Sink>(sql: &[u8], range: Range<usize>, sink: &mut S) {
+    walk_in_lists(sql, range, sink, 0);
+}
+
+/// As [`walk`], for a range inside `depth` collapsed lists.
+fn walk_in_lists<S: Sink>(sql: &[u8], range: Range<usize>, sink: &mut S, depth: usize) {
     let mut w = Walker::new(sql, sink);
+    w.list_depth = depth;
     w.run(SignificantTokens::with_range(sql, range));
 }
+
+/// Lists (`IN (…)`, `ARRAY[…]`, `VALUES` rows) nested deeper than this are not collapsed but
+/// walked as plain tokens. Collapsing compares neighbouring elements by walking each one
+/// twice (once for its shape, once to emit it), so each level of nesting doubles the work on
+/// what is inside it: unbounded, 150 bytes of `ARRAY[1, (ARRAY[1, (…` took minutes (found by
+/// the `fingerprint` fuzz target). Real statements nest lists two or three deep.
+const MAX_LIST_DEPTH: usize = 4;
 
 struct Walker<'a, 's, S: Sink> {
     sql: &'a [u8],
@@ -84,6 +97,8 @@ struct Walker<'a, 's, S: Sink> {
     pending_semi: Option<Range<usize>>,
     /// Inside `FETCH`/`MOVE`: any identifier that is not a direction word is the cursor name.
     cursor_stmt: bool,
+    /// Collapsed lists around the current token (see [`MAX_LIST_DEPTH`]).
+    list_depth: usize,
 }
 
 impl<'a, 's, S: Sink> Walker<'a, 's, S> {
@@ -96,6 +111,7 @@ impl<'a, 's, S: Sink> Walker<'a, 's, S> {
             stmt_start: true,
             pending_semi: None,
             cursor_stmt: false,
+            list_depth: 0,
         }
     }
 
@@ -227,18 +243,19 @@ impl<'a, 's, S: Sink> Walker<'a, 's, S> {
             return;
         }
         let opens = |p: &[u8]| toks.peek().is_some_and(|n| self.is_punct(n, p));
+        let collapse = self.list_depth < MAX_LIST_DEPTH;
         match kw {
-            Kw::In if opens(b"(") => {
+            Kw::In if collapse && opens(b"(") => {
                 self.sink.word(self.sql, t);
                 self.open_list(toks, b")");
                 return;
             }
-            Kw::Array if opens(b"[") => {
+            Kw::Array if collapse && opens(b"[") => {
                 self.sink.word(self.sql, t);
                 self.open_list(toks, b"]");
                 return;
             }
-            Kw::Values if opens(b"(") => {
+            Kw::Values if collapse && opens(b"(") => {
                 self.sink.word(self.sql, t);
                 self.rows(toks);
                 return;
