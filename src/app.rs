@@ -240,6 +240,18 @@ impl App {
         })
     }
 
+    /// Re-reads the client TLS certificate and key (SIGHUP), logging the outcome; on error the
+    /// pair in use stays.
+    ///
+    /// # Errors
+    /// The files cannot be read or the key does not match the certificate.
+    pub fn reload_tls(&self) -> Result<(), crate::proxy::tls::TlsError> {
+        if self.proxy.reload_tls()? {
+            tracing::info!("TLS certificate reloaded");
+        }
+        Ok(())
+    }
+
     /// Graceful stop: the proxy drains (see [`Proxy::shutdown`]), then the admin server stops.
     pub fn shutdown(self) {
         // /readyz turns 503 first, while running statements may still finish.

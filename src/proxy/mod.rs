@@ -8,6 +8,7 @@
 
 mod frames;
 pub mod intercept;
+pub mod keepalive;
 pub mod limits;
 pub mod metrics;
 pub mod pump;
@@ -65,6 +66,7 @@ type Handoff = (
 /// process exits.
 pub struct Proxy {
     local_addr: SocketAddr,
+    client_cert: Option<Arc<tls::ClientCert>>,
     upstream: upstream::Upstream,
     metrics: ProxyMetrics,
     shutdown: watch::Sender<bool>,
@@ -118,9 +120,12 @@ impl ProxyBuilder {
             fingerprinting,
         } = self;
         let upstream = upstream::Upstream::from_config(&config)?;
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-            (None, None) => None,
+        let (tls, client_cert) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (acceptor, pair) = tls::acceptor(cert, key)?;
+                (Some(acceptor), Some(pair))
+            }
+            (None, None) => (None, None),
             _ => return Err(ProxyError::TlsHalfConfigured),
         };
         let listener =
@@ -168,6 +173,7 @@ impl ProxyBuilder {
         tracing::info!(listen = %local_addr, workers, "pgshape listening");
         Ok(Proxy {
             local_addr,
+            client_cert,
             upstream: shared.upstream.clone(),
             metrics,
             shutdown,
@@ -208,6 +214,18 @@ impl Proxy {
 
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
+    }
+
+    /// Re-reads `tls_cert` and `tls_key` (SIGHUP): new client handshakes get the new pair,
+    /// sessions already open keep theirs. `Ok(false)` when client TLS is off.
+    ///
+    /// # Errors
+    /// The files cannot be read or do not match; the pair in use stays.
+    pub fn reload_tls(&self) -> Result<bool, tls::TlsError> {
+        match &self.client_cert {
+            Some(pair) => pair.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Stops accepting, lets sessions finish their running statements for up to the grace
