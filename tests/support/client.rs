@@ -209,7 +209,7 @@ impl ConnParams {
     }
 
     /// Environment for libpq programs; anything inherited that could redirect them is cleared.
-    fn apply_env(&self, cmd: &mut Command) {
+    pub fn apply_env(&self, cmd: &mut Command) {
         for var in [
             "PGSERVICE",
             "PGSERVICEFILE",
