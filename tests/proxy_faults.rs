@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,7 +16,7 @@ use support::client::Running;
 use support::pgbin::PgBin;
 use support::raw::{RawConn, query};
 use support::serve::{Proxy, eventually, metric};
-use support::{ConnParams, PgCluster, http, pgbench, psql_query};
+use support::{ConnParams, PgCluster, pgbench, psql_query};
 
 /// pgbench in the background (time-based run), through the proxy.
 fn spawn_pgbench(via: &ConnParams, args: &[&str]) -> Running {
