@@ -208,6 +208,29 @@ mod tests {
     use super::Config;
 
     #[test]
+    fn timeouts_and_keepalive_default_like_pgbouncer_and_read_from_toml() {
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.client_login_timeout(),
+            Some(std::time::Duration::from_secs(60))
+        );
+        assert_eq!(defaults.idle_client_timeout(), None, "off by default");
+        assert!(defaults.tcp_keepalive);
+        let config: Config = toml::from_str(
+            "client_login_timeout_ms = 0\nidle_client_timeout_ms = 1500\n\
+             tcp_keepalive = false\ntcp_keepalive_idle_s = 7\n",
+        )
+        .unwrap();
+        assert_eq!(config.client_login_timeout(), None, "0 = no deadline");
+        assert_eq!(
+            config.idle_client_timeout(),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert!(!config.tcp_keepalive);
+        assert_eq!(config.tcp_keepalive_idle_s, 7);
+    }
+
+    #[test]
     fn the_admin_token_is_read_from_toml_and_never_debug_printed() {
         let config: Config = toml::from_str("admin_token = \"tok-91c2\"\n").unwrap();
         assert_eq!(
