@@ -76,6 +76,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start_postgres() { # max_connections; creates database "bench" for trusted user "bench"
+    # PG_EXTRA_CONF: more postgresql.conf lines (e.g. shared_preload_libraries for bench/soak).
     PG_PORT=$(free_port)
     PORT[direct]=$PG_PORT
     log "initdb + start PostgreSQL on port $PG_PORT"
@@ -89,6 +90,7 @@ shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+${PG_EXTRA_CONF:-}
 CONF
     as_pg "$bindir/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w start >/dev/null
     as_pg "$bindir/createdb" -h 127.0.0.1 -p "$PG_PORT" -U bench bench

@@ -201,18 +201,14 @@ impl App {
             (Some(both), None, Some(router)) => listeners.push((both, router)),
             _ => {}
         }
-        let background = match start_background(
-            listeners,
-            catalog,
-            rules.rewriter().clone(),
-            stats.clone(),
-        ) {
-            Ok(background) => background,
-            Err(error) => {
-                proxy.shutdown();
-                return Err(error);
-            }
-        };
+        let background =
+            match start_background(listeners, catalog, rules.rewriter().clone(), stats.clone()) {
+                Ok(background) => background,
+                Err(error) => {
+                    proxy.shutdown();
+                    return Err(error);
+                }
+            };
         Ok(App {
             proxy,
             probe,
@@ -260,6 +256,18 @@ impl App {
         self.rules.reload().map(|set| {
             tracing::info!(rules = set.rules.len(), "rules reloaded");
         })
+    }
+
+    /// Re-reads the client TLS certificate and key (SIGHUP), logging the outcome; on error the
+    /// pair in use stays.
+    ///
+    /// # Errors
+    /// The files cannot be read or the key does not match the certificate.
+    pub fn reload_tls(&self) -> Result<(), crate::proxy::tls::TlsError> {
+        if self.proxy.reload_tls()? {
+            tracing::info!("TLS certificate reloaded");
+        }
+        Ok(())
     }
 
     /// Graceful stop: the proxy drains (see [`Proxy::shutdown`]), then the admin server stops.

@@ -56,6 +56,22 @@ pub struct Config {
     pub max_connections_per_user: usize,
     /// How long to wait for the upstream TCP (and TLS) connect before telling the client.
     pub connect_timeout_ms: u64,
+    /// A client must finish its start-up (SSL negotiation and StartupMessage) within this, or it
+    /// is closed: a silent or slowloris connection cannot hold a slot (pgbouncer's
+    /// `client_login_timeout`); 0 = no deadline.
+    pub client_login_timeout_ms: u64,
+    /// A client idle outside a transaction for longer than this gets a FATAL 57P05 and is
+    /// closed (pgbouncer's `client_idle_timeout`); 0 = off.
+    pub idle_client_timeout_ms: u64,
+    /// TCP keepalive on client and server sockets, so a peer that vanished without a FIN
+    /// (power loss, a dropped NAT entry) is noticed and its session ends.
+    pub tcp_keepalive: bool,
+    /// Seconds of silence before the first keepalive probe.
+    pub tcp_keepalive_idle_s: u64,
+    /// Seconds between unanswered probes.
+    pub tcp_keepalive_interval_s: u64,
+    /// Unanswered probes before the connection is considered dead.
+    pub tcp_keepalive_count: u32,
     /// On shutdown, how long running sessions may continue before they are closed.
     pub shutdown_grace_ms: u64,
     /// When a client disconnects while its statement runs, cancel the statement (as
@@ -109,6 +125,12 @@ impl Default for Config {
             max_connections_per_database: 0,
             max_connections_per_user: 0,
             connect_timeout_ms: 5_000,
+            client_login_timeout_ms: 60_000,
+            idle_client_timeout_ms: 0,
+            tcp_keepalive: true,
+            tcp_keepalive_idle_s: 60,
+            tcp_keepalive_interval_s: 10,
+            tcp_keepalive_count: 6,
             shutdown_grace_ms: 30_000,
             cancel_on_client_disconnect: false,
             log_min_duration_ms: 1_000,
@@ -150,6 +172,18 @@ impl Config {
 
     pub fn server_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.server_idle_timeout_ms)
+    }
+
+    /// `None` when clients may take as long as they like to start up.
+    pub fn client_login_timeout(&self) -> Option<Duration> {
+        (self.client_login_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.client_login_timeout_ms))
+    }
+
+    /// `None` when idle clients are never closed.
+    pub fn idle_client_timeout(&self) -> Option<Duration> {
+        (self.idle_client_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.idle_client_timeout_ms))
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -198,6 +232,29 @@ impl std::fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::Config;
+
+    #[test]
+    fn timeouts_and_keepalive_default_like_pgbouncer_and_read_from_toml() {
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.client_login_timeout(),
+            Some(std::time::Duration::from_secs(60))
+        );
+        assert_eq!(defaults.idle_client_timeout(), None, "off by default");
+        assert!(defaults.tcp_keepalive);
+        let config: Config = toml::from_str(
+            "client_login_timeout_ms = 0\nidle_client_timeout_ms = 1500\n\
+             tcp_keepalive = false\ntcp_keepalive_idle_s = 7\n",
+        )
+        .unwrap();
+        assert_eq!(config.client_login_timeout(), None, "0 = no deadline");
+        assert_eq!(
+            config.idle_client_timeout(),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert!(!config.tcp_keepalive);
+        assert_eq!(config.tcp_keepalive_idle_s, 7);
+    }
 
     #[test]
     fn the_admin_token_is_read_from_toml_and_never_debug_printed() {

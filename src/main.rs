@@ -241,6 +241,26 @@ struct ServeArgs {
     /// Upstream connect timeout in milliseconds [default: 5000].
     #[arg(long, env = "PGSHAPE_CONNECT_TIMEOUT_MS")]
     connect_timeout_ms: Option<u64>,
+    /// Start-up deadline for clients (SSL negotiation and StartupMessage), in ms; 0 = none
+    /// [default: 60000].
+    #[arg(long, env = "PGSHAPE_CLIENT_LOGIN_TIMEOUT_MS")]
+    client_login_timeout_ms: Option<u64>,
+    /// Close clients idle outside a transaction for this many ms (FATAL 57P05); 0 = off
+    /// [default: 0].
+    #[arg(long, env = "PGSHAPE_IDLE_CLIENT_TIMEOUT_MS")]
+    idle_client_timeout_ms: Option<u64>,
+    /// TCP keepalive on client and server sockets (true/false) [default: true].
+    #[arg(long, env = "PGSHAPE_TCP_KEEPALIVE", value_name = "BOOL")]
+    tcp_keepalive: Option<bool>,
+    /// Seconds of silence before the first keepalive probe [default: 60].
+    #[arg(long, env = "PGSHAPE_TCP_KEEPALIVE_IDLE_S")]
+    tcp_keepalive_idle_s: Option<u64>,
+    /// Seconds between keepalive probes [default: 10].
+    #[arg(long, env = "PGSHAPE_TCP_KEEPALIVE_INTERVAL_S")]
+    tcp_keepalive_interval_s: Option<u64>,
+    /// Unanswered probes before a connection is dead [default: 6].
+    #[arg(long, env = "PGSHAPE_TCP_KEEPALIVE_COUNT")]
+    tcp_keepalive_count: Option<u32>,
     /// On Ctrl-C/SIGTERM, how long running statements may finish, in ms [default: 30000].
     #[arg(long, env = "PGSHAPE_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
@@ -334,6 +354,12 @@ impl ServeArgs {
             max_connections_per_database,
             max_connections_per_user,
             connect_timeout_ms,
+            client_login_timeout_ms,
+            idle_client_timeout_ms,
+            tcp_keepalive,
+            tcp_keepalive_idle_s,
+            tcp_keepalive_interval_s,
+            tcp_keepalive_count,
             shutdown_grace_ms,
             cancel_on_client_disconnect,
             reuse_server_connections,
@@ -638,7 +664,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Blocks until Ctrl-C or SIGTERM; SIGHUP reloads the rules meanwhile.
+/// Blocks until Ctrl-C or SIGTERM; SIGHUP reloads the rules and the TLS certificate meanwhile.
 fn wait_for_signals(app: &App) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -654,6 +680,9 @@ fn wait_for_signals(app: &App) -> anyhow::Result<()> {
                 _ = hup.recv() => {
                     if let Err(error) = app.reload_rules() {
                         tracing::error!(%error, "rule reload rejected; previous rules stay active");
+                    }
+                    if let Err(error) = app.reload_tls() {
+                        tracing::error!(%error, "TLS reload rejected; the previous certificate stays in use");
                     }
                 }
             }

@@ -262,3 +262,25 @@ fn scram_proxy_reuses_server_connections() {
     );
     assert_eq!(proxy.proxy().metrics().server_connections_reused.get(), 1);
 }
+
+/// Channel binding follows a certificate rotated without a restart: the `-PLUS` data is the
+/// hash of the certificate served now, not of the one pgshape started with.
+#[test]
+fn channel_binding_follows_a_rotated_certificate() {
+    let cluster = PgCluster::shared_ssl();
+    let db = cluster.fresh_database();
+    let certs = ServerCert::throwaway();
+    let dir = tempfile::tempdir().unwrap();
+    let file = auth_file(cluster, dir.path(), &[AuthUser::Scram]);
+    let proxy = scram_proxy(&certs, |c| c.auth.file = Some(file));
+    let bound = |conn: &ConnParams| psql_c(conn, "channel_binding=require", WHO);
+    bound(&client(&proxy, &db, &certs, AuthUser::Scram)).assert_success();
+
+    let rotated = ServerCert::throwaway();
+    std::fs::copy(rotated.cert_path(), certs.cert_path()).unwrap();
+    std::fs::copy(rotated.key_path(), certs.key_path()).unwrap();
+    assert!(proxy.proxy().reload_tls().expect("the new pair loads"));
+    let out = bound(&client(&proxy, &db, &certs, AuthUser::Scram).sslrootcert(&rotated.ca_path()));
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), "scram_user|t");
+}

@@ -8,6 +8,7 @@
 
 pub mod verifiers;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 use super::pump::{self, PumpError, Side};
 use super::stream::{ClientStream, ServerStream};
+use super::tls::ClientCert;
 use crate::config::Secret;
 use crate::protocol::frame::{body, parse_header};
 use crate::protocol::scram::{
@@ -80,8 +82,9 @@ pub enum AuthSetupError {
 pub(crate) struct ScramProxy {
     file: Option<AuthFile>,
     query: Option<AuthQuery>,
-    /// `tls-server-end-point` of pgshape's own certificate (when it terminates client TLS).
-    end_point: Option<Vec<u8>>,
+    /// pgshape's own certificate (when it terminates client TLS), for the
+    /// `tls-server-end-point` channel binding; it follows a rotation (SIGHUP).
+    client_cert: Option<Arc<ClientCert>>,
     random: SystemRandom,
     /// Keys the fake verifiers of unknown roles, so that they look like real ones and stay
     /// the same for one role (PostgreSQL's mock authentication).
@@ -91,7 +94,7 @@ pub(crate) struct ScramProxy {
 impl ScramProxy {
     pub(crate) fn new(
         config: &AuthConfig,
-        end_point: Option<Vec<u8>>,
+        client_cert: Option<Arc<ClientCert>>,
     ) -> Result<ScramProxy, AuthSetupError> {
         if config.file.is_none() && config.dsn.is_none() {
             return Err(AuthSetupError::NoSource);
@@ -114,7 +117,7 @@ impl ScramProxy {
         Ok(ScramProxy {
             file,
             query,
-            end_point,
+            client_cert,
             random,
             mock_key,
         })
@@ -195,7 +198,11 @@ pub(crate) async fn authenticate_client(
             return Ok(None);
         }
     };
-    let end_point = auth.end_point.clone().filter(|_| client.is_tls());
+    let end_point = auth
+        .client_cert
+        .as_ref()
+        .filter(|_| client.is_tls())
+        .map(|cert| cert.end_point());
     let mechanisms: &[&str] = if end_point.is_some() {
         &[MECHANISM_PLUS, MECHANISM]
     } else {

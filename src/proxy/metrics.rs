@@ -24,6 +24,9 @@ pub struct ProxyMetrics {
     pub cancel_requests: IntCounter,
     /// Clients that disconnected while the server still worked on their statements.
     pub client_disconnects_mid_statement: IntCounter,
+    /// Clients closed by `client_login_timeout` (`reason="login"`) or `idle_client_timeout`
+    /// (`reason="idle"`).
+    pub client_timeouts: IntCounterVec,
     pub(crate) bytes_client_to_server: IntCounter,
     pub(crate) bytes_server_to_client: IntCounter,
     pub(crate) frames_client_to_server: IntCounter,
@@ -115,6 +118,11 @@ impl ProxyMetrics {
                 "client_disconnects_mid_statement_total",
                 "Clients that disconnected while the server still worked on their statements.",
             ),
+            client_timeouts: counter_vec(
+                "client_timeouts_total",
+                "Clients closed by client_login_timeout (login) or idle_client_timeout (idle).",
+                &["reason"],
+            ),
         }
     }
 
@@ -142,6 +150,7 @@ impl ProxyMetrics {
         registry.register(Box::new(self.statements.clone()))?;
         registry.register(Box::new(self.cancel_requests.clone()))?;
         registry.register(Box::new(self.client_disconnects_mid_statement.clone()))?;
+        registry.register(Box::new(self.client_timeouts.clone()))?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 mod frames;
 pub mod intercept;
+pub mod keepalive;
 pub mod limits;
 pub mod metrics;
 pub mod pump;
@@ -72,6 +73,7 @@ type Handoff = (
 /// process exits.
 pub struct Proxy {
     local_addr: SocketAddr,
+    client_cert: Option<Arc<tls::ClientCert>>,
     upstream: upstream::Upstream,
     metrics: ProxyMetrics,
     shutdown: watch::Sender<bool>,
@@ -125,17 +127,20 @@ impl ProxyBuilder {
             fingerprinting,
         } = self;
         let upstream = upstream::Upstream::from_config(&config)?;
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-            (None, None) => None,
+        let (tls, client_cert) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (acceptor, pair) = tls::acceptor(cert, key)?;
+                (Some(acceptor), Some(pair))
+            }
+            (None, None) => (None, None),
             _ => return Err(ProxyError::TlsHalfConfigured),
         };
         let auth = match config.auth.mode {
             auth::AuthMode::Passthrough => None,
-            auth::AuthMode::ScramProxy => {
-                let end_point = config.tls_cert.as_deref().map(tls::end_point).transpose()?;
-                Some(Arc::new(auth::ScramProxy::new(&config.auth, end_point)?))
-            }
+            auth::AuthMode::ScramProxy => Some(Arc::new(auth::ScramProxy::new(
+                &config.auth,
+                client_cert.clone(),
+            )?)),
         };
         let listener =
             std::net::TcpListener::bind(&config.listen).map_err(|source| ProxyError::Bind {
@@ -183,6 +188,7 @@ impl ProxyBuilder {
         tracing::info!(listen = %local_addr, workers, "pgshape listening");
         Ok(Proxy {
             local_addr,
+            client_cert,
             upstream: shared.upstream.clone(),
             metrics,
             shutdown,
@@ -223,6 +229,18 @@ impl Proxy {
 
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
+    }
+
+    /// Re-reads `tls_cert` and `tls_key` (SIGHUP): new client handshakes get the new pair,
+    /// sessions already open keep theirs. `Ok(false)` when client TLS is off.
+    ///
+    /// # Errors
+    /// The files cannot be read or do not match; the pair in use stays.
+    pub fn reload_tls(&self) -> Result<bool, tls::TlsError> {
+        match &self.client_cert {
+            Some(pair) => pair.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Stops accepting, lets sessions finish their running statements for up to the grace

@@ -1,12 +1,15 @@
-//! TLS set-up: the acceptor for clients (`tls_cert`/`tls_key`) and the connector towards the
-//! server (libpq's `sslmode` semantics). Uses rustls with the ring provider.
+//! TLS set-up: the acceptor for clients (`tls_cert`/`tls_key`, re-read on SIGHUP) and the
+//! connector towards the server (libpq's `sslmode` semantics). Uses rustls with the ring
+//! provider and its safe defaults: TLS 1.2 and 1.3 only, no CBC or RSA key exchange.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -92,26 +95,79 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         })
 }
 
-/// `tls-server-end-point` channel binding data of the first certificate in `cert` (SCRAM
-/// `-PLUS` in `auth_mode = scram_proxy`).
-///
-/// # Errors
-/// An unreadable or empty PEM file.
-pub fn end_point(cert: &Path) -> Result<Vec<u8>, TlsError> {
-    let certs = load_certs(cert)?;
-    Ok(crate::protocol::scram::tls_server_end_point(&certs[0]))
+/// The certificate and key offered to clients, re-read from their files on SIGHUP so a
+/// rotated certificate is served without a restart. Handshakes in flight keep the pair they
+/// started with; established sessions are not touched.
+#[derive(Debug)]
+pub struct ClientCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
 }
 
-/// The acceptor that terminates client TLS.
+impl ClientCert {
+    fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+        // from_der also checks that the key belongs to the certificate: a half-rotated pair
+        // (new certificate, old key) is refused instead of failing every handshake.
+        let pair = CertifiedKey::from_der(load_certs(cert)?, load_key(key)?, &provider())?;
+        Ok(Arc::new(pair))
+    }
+
+    /// Reads both files again and serves the new pair to new handshakes.
+    ///
+    /// # Errors
+    /// Unreadable or empty files, or a key that does not match the certificate; the pair in
+    /// use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let pair = Self::load(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = pair;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ClientCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl ClientCert {
+    /// `tls-server-end-point` channel binding data of the certificate served now (SCRAM
+    /// `-PLUS` in `auth_mode = scram_proxy`), so binding follows a rotated certificate.
+    pub fn end_point(&self) -> Vec<u8> {
+        let pair = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        pair.cert
+            .first()
+            .map(|cert| crate::protocol::scram::tls_server_end_point(cert))
+            .unwrap_or_default()
+    }
+}
+
+/// The acceptor that terminates client TLS, and the handle that reloads its certificate.
+/// TLS 1.2 and 1.3 only, with rustls's default (forward-secret, AEAD-only) cipher suites.
 ///
 /// # Errors
 /// Unreadable or empty PEM files, or a key that does not match the certificate.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub fn acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Arc<ClientCert>), TlsError> {
+    let pair = Arc::new(ClientCert {
+        current: RwLock::new(ClientCert::load(cert, key)?),
+        cert_path: cert.to_owned(),
+        key_path: key.to_owned(),
+    });
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .with_cert_resolver(pair.clone());
+    Ok((TlsAcceptor::from(Arc::new(config)), pair))
 }
 
 /// The connector towards the server for `mode` (`None` for `disable`).

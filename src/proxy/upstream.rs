@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::keepalive::Keepalive;
 use super::stream::ServerStream;
 use super::tls::{self, SslMode, TlsError};
 use crate::config::Config;
@@ -44,6 +45,7 @@ pub struct Upstream {
     port: u16,
     mode: SslMode,
     connector: Option<TlsConnector>,
+    keepalive: Option<Keepalive>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -79,6 +81,7 @@ impl Upstream {
             port: target.port,
             mode,
             connector,
+            keepalive: Keepalive::from_config(config),
         })
     }
 
@@ -116,6 +119,9 @@ impl Upstream {
         let stream = self.step(deadline, timeout, connect).await?;
         // Latency matters more than packet count for request/response traffic.
         let _ = stream.set_nodelay(true);
+        if let Some(keepalive) = &self.keepalive {
+            keepalive.apply(&stream);
+        }
         Ok(stream)
     }
 

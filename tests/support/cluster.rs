@@ -320,6 +320,25 @@ impl PgCluster {
         }
     }
 
+    /// `pg_ctl restart -m fast` on the same port: every backend is terminated (its client gets
+    /// FATAL 57P01), and the server accepts connections again when this returns.
+    pub fn restart_fast(&self) {
+        let mut cmd = server_command(&PgBin::get().tool("pg_ctl"));
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]);
+        let out = super::client::run_with_timeout(cmd, None, std::time::Duration::from_secs(90));
+        assert!(
+            out.success(),
+            "pg_ctl restart failed:\n{}\n{}\n--- server log\n{}",
+            out.stdout,
+            out.stderr,
+            self.log()
+        );
+    }
+
     /// Stops the server now (`-m immediate`: nothing here is worth a checkpoint).
     pub fn stop(&self) {
         let mut cmd = server_command(&PgBin::get().tool("pg_ctl"));
