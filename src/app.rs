@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::event::{Observers, StatementGate, StatementObserver};
+use crate::plans::Planner;
 use crate::proxy::upstream::UpstreamProbe;
 use crate::proxy::{Proxy, ProxyError, ProxyMetrics};
 use crate::rules::catalog::CatalogError;
@@ -82,6 +83,13 @@ impl App {
             .set(1);
         registry.register(Box::new(build_info))?;
 
+        let catalog = match &config.rules.schema_dsn {
+            Some(dsn) => Some(Arc::new(CatalogOracle::new(
+                dsn,
+                Duration::from_secs(config.rules.schema_refresh_secs.max(1)),
+            )?)),
+            None => None,
+        };
         let mut observers: Vec<Arc<dyn StatementObserver>> = Vec::new();
         let stats = config
             .stats
@@ -94,15 +102,19 @@ impl App {
         if let Some(slow) = SlowLog::new(config.log_min_duration(), &config.stats) {
             observers.push(Arc::new(slow));
         }
+        let planner = config.plans.enabled.then(|| {
+            Arc::new(Planner::new(
+                config.plans.clone(),
+                catalog.clone(),
+                config.stats.log_parameters,
+            ))
+        });
+        if let Some(planner) = &planner {
+            planner.store().register(&registry)?;
+            observers.push(planner.clone());
+        }
         let observers: Observers = Arc::from(observers);
 
-        let catalog = match &config.rules.schema_dsn {
-            Some(dsn) => Some(Arc::new(CatalogOracle::new(
-                dsn,
-                Duration::from_secs(config.rules.schema_refresh_secs.max(1)),
-            )?)),
-            None => None,
-        };
         let engine = RuleEngine::new(config.rules.clone())?;
         let rule_metrics = RuleMetrics::register(&registry, engine.hit_stats())?;
         let mut engine = engine.with_metrics(rule_metrics);
@@ -176,6 +188,7 @@ impl App {
             })
             .merge(crate::rules::api::router(rules.clone()))
             .merge(admin::ready::router(probe.clone()))
+            .merge(planner.map(crate::plans::api::router).unwrap_or_default())
             // The documented short form of /api/rules/reload.
             .route(
                 "/api/reload",
