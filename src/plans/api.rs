@@ -31,23 +31,25 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn fingerprint(text: &str) -> Result<Fingerprint, Response> {
+fn fingerprint(text: &str) -> Result<Fingerprint, Box<Response>> {
     text.parse().map_err(|_| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": format!("not a fingerprint (16 hex digits): {text:?}"),
-                "parameter": "fingerprint",
-            })),
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "error": format!("not a fingerprint (16 hex digits): {text:?}"),
+                    "parameter": "fingerprint",
+                })),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
 async fn explain(State(planner): State<Arc<Planner>>, Path(fp): Path<String>) -> Response {
     let fp = match fingerprint(&fp) {
         Ok(fp) => fp,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match planner.explain(fp).await {
         Ok(explained) => Json(explained).into_response(),
@@ -68,7 +70,7 @@ async fn explain(State(planner): State<Arc<Planner>>, Path(fp): Path<String>) ->
 async fn plans(State(planner): State<Arc<Planner>>, Path(fp): Path<String>) -> Response {
     let fp = match fingerprint(&fp) {
         Ok(fp) => fp,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match planner.store().plans(fp) {
         Some((plans, current)) => Json(json!({

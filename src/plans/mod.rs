@@ -281,7 +281,8 @@ impl StatementObserver for Planner {
         {
             return;
         }
-        if self.samples.len() >= self.config.max_shapes && !self.samples.contains_key(&fingerprint.0)
+        if self.samples.len() >= self.config.max_shapes
+            && !self.samples.contains_key(&fingerprint.0)
         {
             return;
         }

@@ -13,7 +13,9 @@ use crate::sql::lexer::{Lexer, TokenKind};
 /// Why a statement is not explained.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("statement cannot be parsed ({0}); pgshape explains only statements it can prove read-only")]
+    #[error(
+        "statement cannot be parsed ({0}); pgshape explains only statements it can prove read-only"
+    )]
     Unparsed(String),
     #[error("{0} statements are not explained (they could have side effects)")]
     NotAQuery(&'static str),

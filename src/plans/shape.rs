@@ -105,10 +105,10 @@ pub fn mask(plan: &mut Value) {
         for (key, value) in object.iter_mut() {
             if EXPRESSION_FIELDS.contains(&key.as_str()) {
                 mask_expression(value);
-            } else if key == "Plans" {
-                if let Some(plans) = value.as_array_mut() {
-                    plans.iter_mut().for_each(mask);
-                }
+            } else if key == "Plans"
+                && let Some(plans) = value.as_array_mut()
+            {
+                plans.iter_mut().for_each(mask);
             }
         }
     }
@@ -189,10 +189,14 @@ fn rows(node: &Value) -> f64 {
 }
 
 fn total_cost(node: &Value) -> f64 {
-    node.get("Total Cost").and_then(Value::as_f64).unwrap_or(0.0)
+    node.get("Total Cost")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
 }
 
-/// The node's own cost: its total less its children's (never below zero).
+/// The node's own cost: its total less its children's (never below zero). Without ANALYZE
+/// there are no loop counts, so a Nested Loop's own cost includes the repeated scans of its
+/// inner side: it is marked when those repetitions are the expensive part, as they often are.
 fn own_cost(node: &Value) -> f64 {
     let below: f64 = children(node).iter().map(total_cost).sum();
     (total_cost(node) - below).max(0.0)
@@ -267,6 +271,25 @@ fn collect(node: &Value, depth: usize, lines: &mut Vec<(String, f64)>) {
     for child in children(node) {
         collect(child, depth + 1, lines);
     }
+}
+
+/// What `pgshape explain` prints for an answer of `POST /api/queries/{fp}/explain`: a header
+/// (fingerprint, database, shape hash, plan change) and the [`render`]ed tree.
+pub fn render_answer(answer: &Value) -> String {
+    let field = |name: &str| answer.get(name).and_then(Value::as_str).unwrap_or("?");
+    let mut out = format!(
+        "fingerprint {}  database {}  plan shape {}{}\n\n",
+        field("fingerprint"),
+        field("database"),
+        field("shape_hash"),
+        if answer.get("plan_change").and_then(Value::as_bool) == Some(true) {
+            "  (PLAN CHANGE: the previous explain had another shape)"
+        } else {
+            ""
+        }
+    );
+    out.push_str(&render(answer.get("plan").unwrap_or(&Value::Null)));
+    out
 }
 
 /// A one-line summary for logs: the node labels in depth-first order.

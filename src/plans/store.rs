@@ -88,10 +88,7 @@ impl PlanStore {
         let summary = super::shape::summary(plan);
         let mut shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
         if !shapes.contains_key(&fingerprint.0) && shapes.len() >= self.max_shapes {
-            let oldest = shapes
-                .iter()
-                .min_by_key(|(_, s)| s.last)
-                .map(|(fp, _)| *fp);
+            let oldest = shapes.iter().min_by_key(|(_, s)| s.last).map(|(fp, _)| *fp);
             if let Some(oldest) = oldest {
                 shapes.remove(&oldest);
                 let _ = self
@@ -182,10 +179,7 @@ mod tests {
         let hashes: Vec<_> = plans.iter().map(|p| p.shape_hash.as_str()).collect();
         assert_eq!(hashes, ["c", "b"]);
         assert_eq!(current.as_deref(), Some("c"));
-        assert_eq!(
-            store.changes.with_label_values(&[&fp.to_string()]).get(),
-            2
-        );
+        assert_eq!(store.changes.with_label_values(&[&fp.to_string()]).get(), 2);
         // A second fingerprint pushes the first out (max_shapes = 1), metric series too.
         assert!(!store.record(Fingerprint(8), "db", "a", &plan));
         assert!(store.plans(fp).is_none());
