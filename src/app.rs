@@ -103,8 +103,14 @@ impl App {
             observers.push(Arc::new(slow));
         }
         let planner = config.plans.enabled.then(|| {
+            let mut plans = config.plans.clone();
+            plans.slow_ms = plans.slow_ms.or_else(|| {
+                config
+                    .log_min_duration()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            });
             Arc::new(Planner::new(
-                config.plans.clone(),
+                plans,
                 catalog.clone(),
                 config.stats.log_parameters,
             ))
@@ -188,7 +194,12 @@ impl App {
             })
             .merge(crate::rules::api::router(rules.clone()))
             .merge(admin::ready::router(probe.clone()))
-            .merge(planner.map(crate::plans::api::router).unwrap_or_default())
+            .merge(
+                planner
+                    .clone()
+                    .map(crate::plans::api::router)
+                    .unwrap_or_default(),
+            )
             // The documented short form of /api/rules/reload.
             .route(
                 "/api/reload",
@@ -204,6 +215,7 @@ impl App {
             catalog,
             rules.rewriter().clone(),
             stats.clone(),
+            planner,
         ) {
             Ok(background) => background,
             Err(error) => {
@@ -285,6 +297,7 @@ fn start_background(
     catalog: Option<Arc<CatalogOracle>>,
     rewriter: Arc<crate::rewrite::Rewriter>,
     stats: Option<Arc<Stats>>,
+    planner: Option<Arc<Planner>>,
 ) -> Result<Background, AppError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -306,6 +319,11 @@ fn start_background(
                         loop {
                             ticks.tick().await;
                             stats.tick_history();
+                            // Shapes slow over the interval just closed get their plan.
+                            if let Some(planner) = planner.clone() {
+                                let p95s = stats.last_interval_p95();
+                                tokio::spawn(async move { planner.explain_slow(p95s).await });
+                            }
                         }
                     })
                 });

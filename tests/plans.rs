@@ -22,10 +22,15 @@ struct Running {
 
 impl Running {
     fn start(schema_dsn: bool) -> Running {
+        Self::start_with(schema_dsn, |_| {})
+    }
+
+    fn start_with(schema_dsn: bool, adjust: impl FnOnce(&mut pgshape::config::Config)) -> Running {
         let cluster = PgCluster::shared();
         let db = cluster.fresh_database();
         psql_query(&db, SCHEMA);
         let mut config = app_config(cluster);
+        adjust(&mut config);
         config.admin_token = Some(Secret::new(TOKEN.to_owned()));
         if schema_dsn {
             config.rules.schema_dsn = Some(db.dsn());
@@ -306,4 +311,44 @@ fn without_a_schema_dsn_explain_says_what_is_missing() {
     let out = pgshape_explain(&[&fp, "--admin", &pg.admin_url(), "--admin-token", TOKEN]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--schema-dsn"));
+}
+
+#[test]
+fn a_shape_slow_over_the_interval_is_explained_automatically() {
+    let pg = Running::start_with(true, |config| {
+        config.stats.history_interval_s = 1;
+        config.plans.slow_ms = Some(200);
+    });
+    // Slow by construction (pg_sleep), and a fast shape beside it.
+    let slow = "SELECT count(*) FROM shop_order, pg_sleep(0.3)";
+    let fast = "SELECT id FROM shop_order WHERE id = 7";
+    let slow_fp = pgshape::sql::fingerprint(slow.as_bytes());
+    let fast_fp = pgshape::sql::fingerprint(fast.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let plans = loop {
+        psql_query(&pg.via(), &format!("{slow}; {fast}"));
+        let (status, body) = pg.call("GET", &format!("/api/queries/{slow_fp}/plans"));
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no automatic plan of the slow shape within 30 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let plan = &plans["plans"][0]["plan"];
+    assert!(
+        plan.to_string()
+            .contains("\"Relation Name\":\"shop_order\""),
+        "{plans}"
+    );
+    assert!(plan.to_string().contains("pg_sleep"), "{plans}");
+    // Rate-limited: further intervals over the threshold do not explain it again.
+    psql_query(&pg.via(), slow);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let (_, again) = pg.call("GET", &format!("/api/queries/{slow_fp}/plans"));
+    assert_eq!(again["plans"][0]["seen"], 1, "{again}");
+    let (status, body) = pg.call("GET", &format!("/api/queries/{fast_fp}/plans"));
+    assert_eq!(status, 404, "the fast shape was explained: {body}");
 }

@@ -53,6 +53,13 @@ pub struct PlansConfig {
     pub max_plans: usize,
     /// Shapes with a sample text and with plans, at most.
     pub max_shapes: usize,
+    /// Explain a shape automatically when its p95 over the last history interval
+    /// (`[stats] history_interval_s`) reaches this; unset: the slow-log threshold
+    /// (`log_min_duration_ms`), and no automatic explains when that is off too. Automatic
+    /// explains need `schema_dsn` and the admin listener (which drives the history).
+    pub slow_ms: Option<u64>,
+    /// A shape is explained automatically at most once per this many seconds.
+    pub auto_every_s: u64,
 }
 
 impl Default for PlansConfig {
@@ -62,6 +69,8 @@ impl Default for PlansConfig {
             statement_timeout_ms: 2_000,
             max_plans: 5,
             max_shapes: 1_000,
+            slow_ms: None,
+            auto_every_s: 600,
         }
     }
 }
@@ -127,6 +136,9 @@ pub struct Planner {
     samples: DashMap<u64, Sample, crate::sql::FastHasher>,
     /// One lock per database: at most one EXPLAIN at a time there.
     running: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// When each shape was last explained automatically (rate limit; bounded by the shapes
+    /// followed by the history).
+    auto_at: DashMap<u64, std::time::Instant, crate::sql::FastHasher>,
     store: PlanStore,
 }
 
@@ -151,6 +163,7 @@ impl Planner {
             log_parameters,
             samples: DashMap::default(),
             running: DashMap::new(),
+            auto_at: DashMap::default(),
             store,
         }
     }
@@ -203,6 +216,45 @@ impl Planner {
             plan_change,
             signature,
         })
+    }
+
+    /// Explains, one after the other, the shapes of `p95s` (the last interval's p95 in ms per
+    /// shape) at or above `[plans] slow_ms`, each at most once per `auto_every_s`. Fails open:
+    /// what cannot be explained is logged and skipped.
+    pub async fn explain_slow(&self, p95s: Vec<(Fingerprint, f64)>) {
+        let Some(slow_ms) = self.config.slow_ms else {
+            return;
+        };
+        if self.oracle.is_none() {
+            return;
+        }
+        let every = Duration::from_secs(self.config.auto_every_s);
+        let now = std::time::Instant::now();
+        self.auto_at
+            .retain(|_, at| now.saturating_duration_since(*at) < every);
+        for (fingerprint, p95_ms) in p95s {
+            if p95_ms < slow_ms as f64 || self.auto_at.contains_key(&fingerprint.0) {
+                continue;
+            }
+            if !self.samples.contains_key(&fingerprint.0) {
+                continue;
+            }
+            self.auto_at.insert(fingerprint.0, now);
+            match self.explain(fingerprint).await {
+                Ok(explained) => tracing::info!(
+                    fingerprint = %fingerprint,
+                    database = %explained.database,
+                    p95_ms,
+                    shape_hash = %explained.shape_hash,
+                    plan_change = explained.plan_change,
+                    signature = explained.signature.as_deref().unwrap_or(""),
+                    "slow shape explained"
+                ),
+                Err(error) => {
+                    tracing::info!(fingerprint = %fingerprint, p95_ms, %error, "slow shape not explained")
+                }
+            }
+        }
     }
 
     async fn run_explain(
