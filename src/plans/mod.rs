@@ -13,7 +13,7 @@
 //!   `READ ONLY` transaction with a short `statement_timeout` that is rolled back, at most one
 //!   at a time per database;
 //! - the sample texts hold customers' constants: they stay in memory (bounded: one per shape,
-//!   at most `max_shapes`), are never shown, and are dropped with the shape;
+//!   at most `max_shapes`, each at most 64 KiB), are never shown or logged;
 //! - the plans stored and shown have their expression constants masked ([`shape::mask`])
 //!   unless `[stats] log_parameters` is on, like the slow log.
 //!
@@ -33,7 +33,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::Deserialize;
 
-use crate::event::{StatementEvent, StatementObserver, StatementText};
+use crate::event::{StatementEvent, StatementObserver};
 use crate::rules::CatalogOracle;
 use crate::rules::catalog::ConnectError;
 use crate::sql::Fingerprint;
@@ -101,10 +101,11 @@ pub enum PlanError {
     Explain { database: String, why: String },
 }
 
-/// A shape's recent execution: its text (shared with the session, not copied) and database.
+/// A shape's recent execution: its text and database. The text is copied: the session's
+/// may be a slice of a much larger `Query` message that a sample must not keep alive.
 #[derive(Clone)]
 struct Sample {
-    statement: Arc<StatementText>,
+    sql: bytes::Bytes,
     database: Arc<str>,
     at: std::time::Instant,
 }
@@ -112,6 +113,9 @@ struct Sample {
 /// A shape's sample is replaced by a newer execution at most this often, so a shape sent
 /// over and over in the simple protocol costs a map lookup, not an insert, per statement.
 const RESAMPLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Longer statements are not sampled (their text would dominate the samples' memory).
+const MAX_SAMPLE_BYTES: usize = 64 * 1024;
 
 /// The result of one explain.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -184,7 +188,7 @@ impl Planner {
             .get(&fingerprint.0)
             .map(|s| s.value().clone())
             .ok_or(PlanError::NoSample(fingerprint))?;
-        let sql = String::from_utf8_lossy(&sample.statement.sql).into_owned();
+        let sql = String::from_utf8_lossy(&sample.sql).into_owned();
         safety::check(&sql).map_err(|refusal| PlanError::Refused {
             fingerprint,
             refusal,
@@ -320,7 +324,10 @@ impl Planner {
 impl StatementObserver for Planner {
     fn on_statement(&self, event: &StatementEvent<'_>) {
         // Only executions that succeeded as queries: what failed or wrote is never explained.
-        if event.sqlstate.is_some() || event.command != "SELECT" {
+        if event.sqlstate.is_some()
+            || event.command != "SELECT"
+            || event.statement.sql.len() > MAX_SAMPLE_BYTES
+        {
             return;
         }
         let Some(fingerprint) = event.statement.fingerprint else {
@@ -328,8 +335,7 @@ impl StatementObserver for Planner {
         };
         if let Some(sample) = self.samples.get(&fingerprint.0)
             && *sample.database == *event.session.database
-            && (Arc::ptr_eq(&sample.statement, event.statement)
-                || event.finished_at.saturating_duration_since(sample.at) < RESAMPLE_AFTER)
+            && event.finished_at.saturating_duration_since(sample.at) < RESAMPLE_AFTER
         {
             return;
         }
@@ -341,10 +347,91 @@ impl StatementObserver for Planner {
         self.samples.insert(
             fingerprint.0,
             Sample {
-                statement: event.statement.clone(),
+                sql: bytes::Bytes::copy_from_slice(&event.statement.sql),
                 database: Arc::from(event.session.database.as_str()),
                 at: event.finished_at,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{Planner, PlansConfig};
+    use crate::event::{Protocol, SessionInfo, StatementEvent, StatementObserver, StatementText};
+
+    fn run(planner: &Planner, sql: &str, command: &str, at: Instant) {
+        let statement = Arc::new(StatementText {
+            sql: bytes::Bytes::copy_from_slice(sql.as_bytes()),
+            fingerprint: Some(crate::sql::fingerprint(sql.as_bytes())),
+            rewritten_by: None,
+            shadow: None,
+        });
+        let session = SessionInfo {
+            database: "shop".into(),
+            ..SessionInfo::default()
+        };
+        planner.on_statement(&StatementEvent {
+            session: &session,
+            statement: &statement,
+            protocol: Protocol::Simple,
+            duration: Duration::from_millis(1),
+            finished_at: at,
+            rows: 1,
+            command,
+            sqlstate: None,
+            in_transaction: false,
+        });
+    }
+
+    fn sample(planner: &Planner, sql: &str) -> Option<String> {
+        let fp = crate::sql::fingerprint(sql.as_bytes());
+        planner
+            .samples
+            .get(&fp.0)
+            .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+    }
+
+    #[test]
+    fn samples_are_bounded_selects_refreshed_at_most_every_ten_seconds() {
+        let planner = Planner::new(
+            PlansConfig {
+                max_shapes: 2,
+                ..PlansConfig::default()
+            },
+            None,
+            false,
+        );
+        let t0 = Instant::now();
+        run(&planner, "DELETE FROM t WHERE id = 1", "DELETE", t0);
+        assert_eq!(sample(&planner, "DELETE FROM t WHERE id = 1"), None);
+        run(&planner, "SELECT * FROM t WHERE id = 1", "SELECT", t0);
+        run(
+            &planner,
+            "SELECT * FROM t WHERE id = 2",
+            "SELECT",
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            sample(&planner, "SELECT * FROM t WHERE id = 9").as_deref(),
+            Some("SELECT * FROM t WHERE id = 1")
+        );
+        run(
+            &planner,
+            "SELECT * FROM t WHERE id = 3",
+            "SELECT",
+            t0 + Duration::from_secs(11),
+        );
+        assert_eq!(
+            sample(&planner, "SELECT * FROM t WHERE id = 9").as_deref(),
+            Some("SELECT * FROM t WHERE id = 3")
+        );
+        run(&planner, "SELECT * FROM u", "SELECT", t0);
+        run(&planner, "SELECT * FROM v", "SELECT", t0);
+        assert!(sample(&planner, "SELECT * FROM u").is_some());
+        assert_eq!(sample(&planner, "SELECT * FROM v"), None, "max_shapes = 2");
     }
 }
