@@ -117,7 +117,10 @@ impl App {
         });
         if let Some(planner) = &planner {
             planner.store().register(&registry)?;
-            observers.push(planner.clone());
+            // Without the monitoring connection nothing can be explained: keep no texts.
+            if catalog.is_some() {
+                observers.push(planner.clone());
+            }
         }
         let observers: Observers = Arc::from(observers);
 

@@ -44,7 +44,7 @@ pub use store::{PlanRecord, PlanStore};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlansConfig {
-    /// Keep a sample text per shape and answer explain requests. They also need
+    /// Keep a sample text per shape and answer explain requests. Texts are kept only with
     /// `[rules] schema_dsn` (the monitoring connection); without it requests get a clear error.
     pub enabled: bool,
     /// `statement_timeout` of one EXPLAIN (planning a statement is usually milliseconds).
