@@ -199,6 +199,7 @@ fn the_incident_plan_is_captured_masked_and_a_new_index_is_a_plan_change() {
     assert_eq!(list[0]["shape_hash"], third["shape_hash"]);
     assert_eq!(list[1]["shape_hash"], first["shape_hash"]);
     assert_eq!(list[1]["seen"], 2);
+    assert_eq!(list[1]["p95_ms"], Value::Null, "explained on request only");
     assert!(list[1]["first_seen"].as_str().unwrap() <= list[1]["last_seen"].as_str().unwrap());
     assert!(!r.body.contains("{A,B"), "{}", r.body);
 
@@ -344,6 +345,13 @@ fn a_shape_slow_over_the_interval_is_explained_automatically() {
         "{plans}"
     );
     assert!(plan.to_string().contains("pg_sleep"), "{plans}");
+    // Kept with the p95 that made it slow.
+    assert!(
+        plans["plans"][0]["p95_ms"]
+            .as_f64()
+            .is_some_and(|p| p >= 200.0),
+        "{plans}"
+    );
     // Rate-limited: further intervals over the threshold do not explain it again.
     psql_query(&pg.via(), slow);
     std::thread::sleep(Duration::from_millis(2_500));

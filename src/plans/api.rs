@@ -5,7 +5,8 @@
 //!   404 no sample, 409 no `--schema-dsn`, 422 refused (writes, `$n` parameters), 429 another
 //!   explain running in the database, 502 the server's error.
 //! - `GET /api/queries/{fingerprint}/plans`: `{"fingerprint", "current", "plans": [{
-//!   "shape_hash", "database", "first_seen", "last_seen", "seen", "summary", "plan"}]}`,
+//!   "shape_hash", "database", "first_seen", "last_seen", "seen", "p95_ms", "summary",
+//!   "plan"}]}`,
 //!   most recently seen first; 404 when never explained.
 
 use std::sync::Arc;

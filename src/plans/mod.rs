@@ -182,6 +182,15 @@ impl Planner {
     /// See [`PlanError`]: no monitoring connection, no sample, a statement that is not
     /// explained, another explain running in the database, connection or EXPLAIN errors.
     pub async fn explain(&self, fingerprint: Fingerprint) -> Result<Explained, PlanError> {
+        self.explain_at(fingerprint, None).await
+    }
+
+    /// [`Self::explain`], noting the p95 that made the shape slow with its plan.
+    async fn explain_at(
+        &self,
+        fingerprint: Fingerprint,
+        p95_ms: Option<f64>,
+    ) -> Result<Explained, PlanError> {
         let oracle = self.oracle.as_ref().ok_or(PlanError::NoSchemaDsn)?;
         let sample = self
             .samples
@@ -211,7 +220,7 @@ impl Planner {
         let signature = shape::signature(&plan);
         let plan_change = self
             .store
-            .record(fingerprint, &database, &shape_hash, &plan);
+            .record(fingerprint, &database, &shape_hash, &plan, p95_ms);
         Ok(Explained {
             fingerprint: fingerprint.to_string(),
             database,
@@ -244,7 +253,7 @@ impl Planner {
                 continue;
             }
             self.auto_at.insert(fingerprint.0, now);
-            match self.explain(fingerprint).await {
+            match self.explain_at(fingerprint, Some(p95_ms)).await {
                 Ok(explained) => tracing::info!(
                     fingerprint = %fingerprint,
                     database = %explained.database,

@@ -23,6 +23,9 @@ pub struct PlanRecord {
     pub last_seen: String,
     /// How many explains produced this shape.
     pub seen: u64,
+    /// The shape's p95 (ms) over the history interval that triggered the latest automatic
+    /// explain with this plan; `null` when it was only explained on request.
+    pub p95_ms: Option<f64>,
     /// Node labels in depth-first order, for logs and lists.
     pub summary: String,
     /// The masked `"Plan"` object of the latest explain with this shape.
@@ -82,6 +85,7 @@ impl PlanStore {
         database: &str,
         shape_hash: &str,
         plan: &serde_json::Value,
+        p95_ms: Option<f64>,
     ) -> bool {
         let now = SystemTime::now();
         let at = crate::stats::rfc3339(now);
@@ -104,9 +108,9 @@ impl PlanStore {
             let before = entry
                 .plans
                 .iter()
-                .find(|p| Some(&p.shape_hash) == previous.as_ref())
-                .map(|p| p.summary.clone())
-                .unwrap_or_default();
+                .find(|p| Some(&p.shape_hash) == previous.as_ref());
+            let before_p95_ms = before.and_then(|p| p.p95_ms);
+            let before = before.map(|p| p.summary.clone()).unwrap_or_default();
             self.changes
                 .with_label_values(&[&fingerprint.to_string()])
                 .inc();
@@ -117,6 +121,8 @@ impl PlanStore {
                 shape = shape_hash,
                 before = %before,
                 after = %summary,
+                before_p95_ms,
+                p95_ms,
                 "plan change"
             );
         }
@@ -126,6 +132,7 @@ impl PlanStore {
                 record.last_seen = at;
                 record.last = now;
                 record.seen += 1;
+                record.p95_ms = p95_ms.or(record.p95_ms);
                 record.plan = plan.clone();
                 record.database = database.to_owned();
                 entry.plans.push(record);
@@ -140,6 +147,7 @@ impl PlanStore {
                     first_seen: at.clone(),
                     last_seen: at,
                     seen: 1,
+                    p95_ms,
                     summary,
                     plan: plan.clone(),
                     last: now,
@@ -171,17 +179,19 @@ mod tests {
         let store = PlanStore::new(2, 1);
         let fp = Fingerprint(7);
         let plan = json!({"Node Type": "Seq Scan"});
-        assert!(!store.record(fp, "db", "a", &plan));
-        assert!(!store.record(fp, "db", "a", &plan));
-        assert!(store.record(fp, "db", "b", &plan));
-        assert!(store.record(fp, "db", "c", &plan));
+        assert!(!store.record(fp, "db", "a", &plan, None));
+        assert!(!store.record(fp, "db", "a", &plan, None));
+        assert!(store.record(fp, "db", "b", &plan, Some(12.5)));
+        assert!(store.record(fp, "db", "c", &plan, None));
         let (plans, current) = store.plans(fp).unwrap();
         let hashes: Vec<_> = plans.iter().map(|p| p.shape_hash.as_str()).collect();
         assert_eq!(hashes, ["c", "b"]);
+        assert_eq!(plans[1].p95_ms, Some(12.5));
+        assert_eq!(plans[0].p95_ms, None);
         assert_eq!(current.as_deref(), Some("c"));
         assert_eq!(store.changes.with_label_values(&[&fp.to_string()]).get(), 2);
         // A second fingerprint pushes the first out (max_shapes = 1), metric series too.
-        assert!(!store.record(Fingerprint(8), "db", "a", &plan));
+        assert!(!store.record(Fingerprint(8), "db", "a", &plan, None));
         assert!(store.plans(fp).is_none());
     }
 }
