@@ -114,6 +114,9 @@ struct Sample {
 /// over and over in the simple protocol costs a map lookup, not an insert, per statement.
 const RESAMPLE_AFTER: Duration = Duration::from_secs(10);
 
+/// Longest wait for a table lock while planning.
+const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// Longer statements are not sampled (their text would dominate the samples' memory).
 const MAX_SAMPLE_BYTES: usize = 64 * 1024;
 
@@ -295,9 +298,13 @@ impl Planner {
         let timeout = Duration::from_millis(self.config.statement_timeout_ms.max(1));
         // Simple protocol so the JSON comes back as text; the statement was checked to be one
         // read-only query, and the transaction is READ ONLY and rolled back whatever happens.
+        // A short lock_timeout: planning takes ACCESS SHARE locks, and a migration waiting for
+        // its ACCESS EXCLUSIVE lock must not wait long on a monitoring query.
         let script = format!(
-            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; EXPLAIN (FORMAT JSON) {sql}",
-            timeout.as_millis()
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; \
+             EXPLAIN (FORMAT JSON) {sql}",
+            timeout.as_millis(),
+            timeout.min(LOCK_TIMEOUT).as_millis()
         );
         let result = client.simple_query(&script).await;
         let _ = client.simple_query("ROLLBACK").await;
