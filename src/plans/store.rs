@@ -101,6 +101,9 @@ impl PlanStore {
             }
         }
         let entry = shapes.entry(fingerprint.0).or_default();
+        // The series exists at 0 from the first explain, so the first plan change is an
+        // `increase()` Prometheus can see (a counter born at 1 shows none).
+        let changes = self.changes.with_label_values(&[&fingerprint.to_string()]);
         let previous = entry.current.replace(shape_hash.to_owned());
         entry.last = Some(now);
         let changed = previous.as_deref().is_some_and(|p| p != shape_hash);
@@ -111,9 +114,7 @@ impl PlanStore {
                 .find(|p| Some(&p.shape_hash) == previous.as_ref());
             let before_p95_ms = before.and_then(|p| p.p95_ms);
             let before = before.map(|p| p.summary.clone()).unwrap_or_default();
-            self.changes
-                .with_label_values(&[&fingerprint.to_string()])
-                .inc();
+            changes.inc();
             tracing::warn!(
                 fingerprint = %fingerprint,
                 database,
@@ -190,6 +191,16 @@ mod tests {
         assert_eq!(plans[0].p95_ms, None);
         assert_eq!(current.as_deref(), Some("c"));
         assert_eq!(store.changes.with_label_values(&[&fp.to_string()]).get(), 2);
+        let unchanged = Fingerprint(9);
+        store.shapes.lock().unwrap().clear();
+        assert!(!store.record(unchanged, "db", "a", &plan, None));
+        assert_eq!(
+            store
+                .changes
+                .with_label_values(&[&unchanged.to_string()])
+                .get(),
+            0
+        );
         // A second fingerprint pushes the first out (max_shapes = 1), metric series too.
         assert!(!store.record(Fingerprint(8), "db", "a", &plan, None));
         assert!(store.plans(fp).is_none());
