@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::event::{Observers, StatementGate, StatementObserver};
+use crate::plans::Planner;
 use crate::proxy::upstream::UpstreamProbe;
 use crate::proxy::{Proxy, ProxyError, ProxyMetrics};
 use crate::rules::catalog::CatalogError;
@@ -89,6 +90,13 @@ impl App {
             .set(1);
         registry.register(Box::new(build_info))?;
 
+        let catalog = match &config.rules.schema_dsn {
+            Some(dsn) => Some(Arc::new(CatalogOracle::new(
+                dsn,
+                Duration::from_secs(config.rules.schema_refresh_secs.max(1)),
+            )?)),
+            None => None,
+        };
         let mut observers: Vec<Arc<dyn StatementObserver>> = Vec::new();
         let stats = config
             .stats
@@ -103,15 +111,28 @@ impl App {
                 slow.with_analysis_budget(config.rules.analysis_budget()),
             ));
         }
+        let planner = config.plans.enabled.then(|| {
+            let mut plans = config.plans.clone();
+            plans.slow_ms = plans.slow_ms.or_else(|| {
+                config
+                    .log_min_duration()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            });
+            Arc::new(Planner::new(
+                plans,
+                catalog.clone(),
+                config.stats.log_parameters,
+            ))
+        });
+        if let Some(planner) = &planner {
+            planner.store().register(&registry)?;
+            // Without the monitoring connection nothing can be explained: keep no texts.
+            if catalog.is_some() {
+                observers.push(planner.clone());
+            }
+        }
         let observers: Observers = Arc::from(observers);
 
-        let catalog = match &config.rules.schema_dsn {
-            Some(dsn) => Some(Arc::new(CatalogOracle::new(
-                dsn,
-                Duration::from_secs(config.rules.schema_refresh_secs.max(1)),
-            )?)),
-            None => None,
-        };
         let engine = RuleEngine::new(config.rules.clone())?;
         let rule_metrics = RuleMetrics::register(&registry, engine.hit_stats())?;
         let mut engine = engine.with_metrics(rule_metrics);
@@ -182,6 +203,12 @@ impl App {
             })
             .merge(crate::rules::api::router(rules.clone()))
             .merge(admin::ready::router(probe.clone()))
+            .merge(
+                planner
+                    .clone()
+                    .map(crate::plans::api::router)
+                    .unwrap_or_default(),
+            )
             // The documented short form of /api/rules/reload.
             .route(
                 "/api/reload",
@@ -201,14 +228,19 @@ impl App {
             (Some(both), None, Some(router)) => listeners.push((both, router)),
             _ => {}
         }
-        let background =
-            match start_background(listeners, catalog, rules.rewriter().clone(), stats.clone()) {
-                Ok(background) => background,
-                Err(error) => {
-                    proxy.shutdown();
-                    return Err(error);
-                }
-            };
+        let background = match start_background(
+            listeners,
+            catalog,
+            rules.rewriter().clone(),
+            stats.clone(),
+            planner,
+        ) {
+            Ok(background) => background,
+            Err(error) => {
+                proxy.shutdown();
+                return Err(error);
+            }
+        };
         Ok(App {
             proxy,
             probe,
@@ -318,6 +350,7 @@ fn start_background(
     catalog: Option<Arc<CatalogOracle>>,
     rewriter: Arc<crate::rewrite::Rewriter>,
     stats: Option<Arc<Stats>>,
+    planner: Option<Arc<Planner>>,
 ) -> Result<Background, AppError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -339,6 +372,11 @@ fn start_background(
                         loop {
                             ticks.tick().await;
                             stats.tick_history();
+                            // Shapes slow over the interval just closed get their plan.
+                            if let Some(planner) = planner.clone() {
+                                let p95s = stats.last_interval_p95();
+                                tokio::spawn(async move { planner.explain_slow(p95s).await });
+                            }
                         }
                     })
                 });

@@ -108,6 +108,8 @@ pub struct Config {
     pub rules: crate::rules::RulesConfig,
     /// Client authentication: passthrough or scram_proxy (`[auth]`).
     pub auth: crate::proxy::auth::AuthConfig,
+    /// Plans per fingerprint, explained on the `schema_dsn` connection (`[plans]`).
+    pub plans: crate::plans::PlansConfig,
 }
 
 impl Default for Config {
@@ -146,6 +148,7 @@ impl Default for Config {
             stats: crate::stats::StatsConfig::default(),
             rules: crate::rules::RulesConfig::default(),
             auth: crate::proxy::auth::AuthConfig::default(),
+            plans: crate::plans::PlansConfig::default(),
         }
     }
 }

@@ -31,6 +31,11 @@ enum Command {
     /// Check captured SQL against the rules (the staging guard for CI): SQL files, PostgreSQL
     /// logs or pgshape JSON statement logs; exits 1 on a hit at or above --fail-on.
     Check(CheckArgs),
+    /// EXPLAIN a query shape now on a running pgshape's monitoring connection (--schema-dsn)
+    /// and print its plan tree: estimated rows and cost per node, the most expensive node
+    /// marked, the incident's signature flagged. Exits 1 when it cannot (no sample, a
+    /// statement that could write, no --schema-dsn).
+    Explain(PlanArgs),
     /// Inspect the rewrites of a running pgshape.
     #[command(subcommand)]
     Rewrite(RewriteCommand),
@@ -133,6 +138,21 @@ struct TopArgs {
     /// Most rows --once prints.
     #[arg(long, default_value_t = 50)]
     limit: usize,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// The shape's fingerprint (16 hex digits, as in /metrics, the admin page and the logs).
+    fingerprint: String,
+    /// Admin API of the running pgshape.
+    #[arg(long, env = "PGSHAPE_ADMIN", default_value = "http://127.0.0.1:9187")]
+    admin: String,
+    /// The admin API's bearer token, when it has one (explaining is a POST).
+    #[arg(long, env = "PGSHAPE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// `text`: the plan tree; `json`: the admin API's answer.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
 }
 
 #[derive(Subcommand)]
@@ -492,6 +512,7 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
             explain(args).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Top(args) => top(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Explain(args) => plan(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Snapshot(args) => snapshot(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Diff(args) => Ok(diff(args)),
     }
@@ -576,6 +597,20 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     use pgshape::rewrite::explain;
     let detail = explain::fetch(&args.admin, &args.fingerprint)?;
     print!("{}", explain::render(&detail)?);
+    Ok(())
+}
+
+fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let client = pgshape::admin::client::AdminClient::new(&args.admin)?;
+    let answer: serde_json::Value = client.post_json(
+        &format!("/api/queries/{}/explain", args.fingerprint),
+        args.admin_token.as_deref(),
+    )?;
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", pgshape::plans::shape::render_answer(&answer));
+    }
     Ok(())
 }
 

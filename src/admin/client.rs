@@ -2,9 +2,10 @@
 //! (`pgshape rewrite explain`, `top`, `snapshot`).
 //!
 //! The admin API is plain HTTP/1.1 on a private address (usually loopback), and every read is
-//! one GET of a JSON document: a blocking request over [`TcpStream`] is all it takes, so the
-//! binary carries no HTTP client stack (with its TLS and connection pooling) for it. Reads of
-//! the admin API need no token (only its POST endpoints do, see `auth.rs`).
+//! one GET of a JSON document (`pgshape explain` also POSTs): a blocking request over
+//! [`TcpStream`] is all it takes, so the binary carries no HTTP client stack (with its TLS and
+//! connection pooling) for it. Reads of the admin API need no token (only its POST endpoints
+//! do, see `auth.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -111,8 +112,30 @@ impl AdminClient {
     /// An unreachable admin API, an HTTP status other than 200 (with the API's `error`
     /// message), or a body that is not the JSON expected.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json("GET", path, None)
+    }
+
+    /// `POST path` with an empty body and, when given, the admin API's bearer token; the
+    /// answer as [`Self::get_json`] reads it.
+    ///
+    /// # Errors
+    /// As [`Self::get_json`] (401 when the token is missing or wrong).
+    pub fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
+        self.json("POST", path, token)
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
-        let (status, body) = self.get(path)?;
+        let (status, body) = self.request(method, path, token)?;
         if status != 200 {
             let message = serde_json::from_slice::<Value>(&body)
                 .ok()
@@ -130,8 +153,13 @@ impl AdminClient {
         })
     }
 
-    /// `GET path`: the status and the (de-chunked) body.
-    fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+    /// `method path`: the status and the (de-chunked) body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let url = self.url(path);
         let unreachable = |error: String| ClientError::Unreachable {
             url: url.clone(),
@@ -158,10 +186,19 @@ impl AdminClient {
             .set_read_timeout(Some(READ_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(READ_TIMEOUT)))
             .map_err(|e| unreachable(e.to_string()))?;
+        let authorization = token
+            .map(|t| format!("Authorization: Bearer {t}\r\nContent-Length: 0\r\n"))
+            .unwrap_or_else(|| {
+                if method == "GET" {
+                    String::new()
+                } else {
+                    "Content-Length: 0\r\n".to_owned()
+                }
+            });
         write!(
             stream,
-            "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: \
-             pgshape/{}\r\nConnection: close\r\n\r\n",
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: \
+             pgshape/{}\r\n{authorization}Connection: close\r\n\r\n",
             self.prefix,
             self.authority,
             env!("CARGO_PKG_VERSION"),

@@ -33,6 +33,8 @@
 //! - `GET /`: the page an on-call engineer keeps open (see `page.html`). `GET /healthz`: `ok`.
 //! - `GET /readyz` (merged in by the app, see `ready.rs`): 200 when the upstream accepts a
 //!   connection, 503 with the reason when not.
+//! - `POST /api/queries/{fingerprint}/explain`, `GET /api/queries/{fingerprint}/plans`
+//!   (merged in by the app, see `crate::plans::api`): a shape's plans.
 //!
 //! Errors are JSON: `{"error": "...", "parameter": "limit"}` with 400 for a bad parameter,
 //! 404 for an unknown fingerprint or path, or when statistics are off.

@@ -120,6 +120,17 @@ impl History {
         (points, self.last.contains_key(&fp))
     }
 
+    /// The p95 of the last interval of every followed shape that had calls in it.
+    pub fn latest_p95(&self) -> Vec<(u64, f64)> {
+        self.series
+            .iter()
+            .filter_map(|(fp, points)| {
+                let last = points.back().filter(|p| p.tick == self.tick)?;
+                Some((*fp, last.p95_ms?))
+            })
+            .collect()
+    }
+
     /// Points held in total (for the memory bound's test).
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -178,6 +189,16 @@ impl Stats {
     pub fn tick_history(&self) {
         let current = self.busiest(self.config.history_shapes);
         lock(&self.history).record(SystemTime::now(), current);
+    }
+
+    /// The p95 (ms) over the last history interval of each followed shape with calls in it:
+    /// what the automatic explain of slow shapes watches.
+    pub fn last_interval_p95(&self) -> Vec<(Fingerprint, f64)> {
+        lock(&self.history)
+            .latest_p95()
+            .into_iter()
+            .map(|(fp, p95)| (Fingerprint(fp), p95))
+            .collect()
     }
 
     /// The last hour (by default) of one shape.

@@ -1,0 +1,453 @@
+//! Plans per fingerprint: `EXPLAIN (FORMAT JSON)` of a recent execution of a query shape, run
+//! by pgshape itself on the monitoring connection (`--schema-dsn`), kept per fingerprint with
+//! plan-change detection.
+//!
+//! Why the proxy does it: `auto_explain` needs server settings and log shipping (often not
+//! available on managed PostgreSQL), `pg_store_plans` an extension. pgshape already sees every
+//! statement, so it keeps one recent sample text per shape and explains it on request
+//! (`POST /api/queries/{fp}/explain`, `pgshape explain FP`). The incident's plan (a Unique
+//! over a sort of a fan-out join) would have shown its cause in minutes.
+//!
+//! Safety and privacy:
+//! - only plain read-only queries with literal values are explained (see [`safety`]), in a
+//!   `READ ONLY` transaction with a short `statement_timeout` that is rolled back, at most one
+//!   at a time per database;
+//! - the sample texts hold customers' constants: they stay in memory (bounded: one per shape,
+//!   at most `max_shapes`, each at most 64 KiB), are never shown or logged;
+//! - the plans stored and shown have their expression constants masked ([`shape::mask`])
+//!   unless `[stats] log_parameters` is on, like the slow log.
+//!
+//! - [`shape`]: shape hash, masking, the incident's signature, the terminal tree (pure).
+//! - [`safety`]: which statements may be explained.
+//! - [`store`]: the last few distinct plans per fingerprint, plan changes.
+//! - [`api`]: the admin endpoints.
+
+pub mod api;
+pub mod safety;
+pub mod shape;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::Deserialize;
+
+use crate::event::{StatementEvent, StatementObserver};
+use crate::rules::CatalogOracle;
+use crate::rules::catalog::ConnectError;
+use crate::sql::Fingerprint;
+
+pub use store::{PlanRecord, PlanStore};
+
+/// `[plans]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlansConfig {
+    /// Keep a sample text per shape and answer explain requests. Texts are kept only with
+    /// `[rules] schema_dsn` (the monitoring connection); without it requests get a clear error.
+    pub enabled: bool,
+    /// `statement_timeout` of one EXPLAIN (planning a statement is usually milliseconds).
+    pub statement_timeout_ms: u64,
+    /// Distinct plans kept per fingerprint (the oldest is dropped).
+    pub max_plans: usize,
+    /// Shapes with a sample text and with plans, at most.
+    pub max_shapes: usize,
+    /// Explain a shape automatically when its p95 over the last history interval
+    /// (`[stats] history_interval_s`) reaches this; unset: the slow-log threshold
+    /// (`log_min_duration_ms`), and no automatic explains when that is off too. Automatic
+    /// explains need `schema_dsn` and the admin listener (which drives the history).
+    pub slow_ms: Option<u64>,
+    /// A shape is explained automatically at most once per this many seconds.
+    pub auto_every_s: u64,
+}
+
+impl Default for PlansConfig {
+    fn default() -> Self {
+        PlansConfig {
+            enabled: true,
+            statement_timeout_ms: 2_000,
+            max_plans: 5,
+            max_shapes: 1_000,
+            slow_ms: None,
+            auto_every_s: 600,
+        }
+    }
+}
+
+/// Why an explain request failed; each maps to one HTTP status in [`api`].
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "plans need the monitoring connection: start pgshape with --schema-dsn (the role needs \
+         CONNECT on the databases and SELECT on the tables the statements read)"
+    )]
+    NoSchemaDsn,
+    #[error(
+        "no recent successful execution of {0} was seen (only statements that returned rows \
+         are sampled; run it through pgshape first)"
+    )]
+    NoSample(Fingerprint),
+    #[error("refusing to EXPLAIN {fingerprint}: {refusal}")]
+    Refused {
+        fingerprint: Fingerprint,
+        refusal: safety::Refusal,
+    },
+    #[error("an EXPLAIN is already running in database {0}; retry in a moment")]
+    Busy(String),
+    #[error("cannot connect the monitoring role to database {database}: {why}")]
+    Connect { database: String, why: String },
+    #[error("EXPLAIN failed in database {database}: {why}")]
+    Explain { database: String, why: String },
+}
+
+/// A shape's recent execution: its text and database. The text is copied: the session's
+/// may be a slice of a much larger `Query` message that a sample must not keep alive.
+#[derive(Clone)]
+struct Sample {
+    sql: bytes::Bytes,
+    database: Arc<str>,
+    at: std::time::Instant,
+}
+
+/// A shape's sample is replaced by a newer execution at most this often, so a shape sent
+/// over and over in the simple protocol costs a map lookup, not an insert, per statement.
+const RESAMPLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Longest wait for a table lock while planning.
+const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Longer statements are not sampled (their text would dominate the samples' memory).
+const MAX_SAMPLE_BYTES: usize = 64 * 1024;
+
+/// The result of one explain.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explained {
+    pub fingerprint: String,
+    pub database: String,
+    pub shape_hash: String,
+    /// The `"Plan"` object of `EXPLAIN (FORMAT JSON)`, constants masked unless
+    /// `log_parameters`.
+    pub plan: serde_json::Value,
+    /// A different shape hash than the fingerprint's previous plan.
+    pub plan_change: bool,
+    /// The incident's signature, when the plan has it (see [`shape::signature`]).
+    pub signature: Option<String>,
+}
+
+/// Samples statements (as a [`StatementObserver`]) and explains them on request.
+pub struct Planner {
+    config: PlansConfig,
+    oracle: Option<Arc<CatalogOracle>>,
+    log_parameters: bool,
+    samples: DashMap<u64, Sample, crate::sql::FastHasher>,
+    /// One lock per database: at most one EXPLAIN at a time there.
+    running: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// When each shape was last explained automatically (rate limit; bounded by the shapes
+    /// followed by the history).
+    auto_at: DashMap<u64, std::time::Instant, crate::sql::FastHasher>,
+    store: PlanStore,
+}
+
+impl std::fmt::Debug for Planner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planner")
+            .field("samples", &self.samples.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Planner {
+    pub fn new(
+        config: PlansConfig,
+        oracle: Option<Arc<CatalogOracle>>,
+        log_parameters: bool,
+    ) -> Planner {
+        let store = PlanStore::new(config.max_plans.max(1), config.max_shapes.max(1));
+        Planner {
+            config,
+            oracle,
+            log_parameters,
+            samples: DashMap::default(),
+            running: DashMap::new(),
+            auto_at: DashMap::default(),
+            store,
+        }
+    }
+
+    pub fn store(&self) -> &PlanStore {
+        &self.store
+    }
+
+    /// Explains the sampled execution of `fingerprint` now and records its plan.
+    ///
+    /// # Errors
+    /// See [`PlanError`]: no monitoring connection, no sample, a statement that is not
+    /// explained, another explain running in the database, connection or EXPLAIN errors.
+    pub async fn explain(&self, fingerprint: Fingerprint) -> Result<Explained, PlanError> {
+        self.explain_at(fingerprint, None).await
+    }
+
+    /// [`Self::explain`], noting the p95 that made the shape slow with its plan.
+    async fn explain_at(
+        &self,
+        fingerprint: Fingerprint,
+        p95_ms: Option<f64>,
+    ) -> Result<Explained, PlanError> {
+        let oracle = self.oracle.as_ref().ok_or(PlanError::NoSchemaDsn)?;
+        let sample = self
+            .samples
+            .get(&fingerprint.0)
+            .map(|s| s.value().clone())
+            .ok_or(PlanError::NoSample(fingerprint))?;
+        let sql = String::from_utf8_lossy(&sample.sql).into_owned();
+        safety::check(&sql).map_err(|refusal| PlanError::Refused {
+            fingerprint,
+            refusal,
+        })?;
+        let database = sample.database.to_string();
+        let lock = self
+            .running
+            .entry(database.clone())
+            .or_default()
+            .value()
+            .clone();
+        let _running = lock
+            .try_lock()
+            .map_err(|_| PlanError::Busy(database.clone()))?;
+        let mut plan = self.run_explain(oracle, &database, &sql).await?;
+        if !self.log_parameters {
+            shape::mask(&mut plan);
+        }
+        let shape_hash = shape::shape_hash(&plan);
+        let signature = shape::signature(&plan);
+        let plan_change = self
+            .store
+            .record(fingerprint, &database, &shape_hash, &plan, p95_ms);
+        Ok(Explained {
+            fingerprint: fingerprint.to_string(),
+            database,
+            shape_hash,
+            plan,
+            plan_change,
+            signature,
+        })
+    }
+
+    /// Explains, one after the other, the shapes of `p95s` (the last interval's p95 in ms per
+    /// shape) at or above `[plans] slow_ms`, each at most once per `auto_every_s`. Fails open:
+    /// what cannot be explained is logged and skipped.
+    pub async fn explain_slow(&self, p95s: Vec<(Fingerprint, f64)>) {
+        let Some(slow_ms) = self.config.slow_ms else {
+            return;
+        };
+        if self.oracle.is_none() {
+            return;
+        }
+        let every = Duration::from_secs(self.config.auto_every_s);
+        let now = std::time::Instant::now();
+        self.auto_at
+            .retain(|_, at| now.saturating_duration_since(*at) < every);
+        for (fingerprint, p95_ms) in p95s {
+            if p95_ms < slow_ms as f64 || self.auto_at.contains_key(&fingerprint.0) {
+                continue;
+            }
+            if !self.samples.contains_key(&fingerprint.0) {
+                continue;
+            }
+            self.auto_at.insert(fingerprint.0, now);
+            match self.explain_at(fingerprint, Some(p95_ms)).await {
+                Ok(explained) => tracing::info!(
+                    fingerprint = %fingerprint,
+                    database = %explained.database,
+                    p95_ms,
+                    shape_hash = %explained.shape_hash,
+                    plan_change = explained.plan_change,
+                    signature = explained.signature.as_deref().unwrap_or(""),
+                    "slow shape explained"
+                ),
+                Err(error) => {
+                    tracing::info!(fingerprint = %fingerprint, p95_ms, %error, "slow shape not explained")
+                }
+            }
+        }
+    }
+
+    async fn run_explain(
+        &self,
+        oracle: &CatalogOracle,
+        database: &str,
+        sql: &str,
+    ) -> Result<serde_json::Value, PlanError> {
+        let (client, driver) = oracle
+            .connect(database, Some("pgshape explain"))
+            .await
+            .map_err(|e| PlanError::Connect {
+                database: database.to_owned(),
+                why: match e {
+                    ConnectError::Timeout => "connect timed out".to_owned(),
+                    ConnectError::Failed(e) => e.to_string(),
+                },
+            })?;
+        let failed = |e: tokio_postgres::Error| PlanError::Explain {
+            database: database.to_owned(),
+            why: e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |db| db.message().to_owned()),
+        };
+        let timeout = Duration::from_millis(self.config.statement_timeout_ms.max(1));
+        // Simple protocol so the JSON comes back as text; the statement was checked to be one
+        // read-only query, and the transaction is READ ONLY and rolled back whatever happens.
+        // A short lock_timeout: planning takes ACCESS SHARE locks, and a migration waiting for
+        // its ACCESS EXCLUSIVE lock must not wait long on a monitoring query.
+        let script = format!(
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; \
+             EXPLAIN (FORMAT JSON) {sql}",
+            timeout.as_millis(),
+            timeout.min(LOCK_TIMEOUT).as_millis()
+        );
+        let result = client.simple_query(&script).await;
+        let _ = client.simple_query("ROLLBACK").await;
+        drop(client);
+        let _ = driver.await;
+        let text = result
+            .map_err(failed)?
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .ok_or_else(|| PlanError::Explain {
+                database: database.to_owned(),
+                why: "EXPLAIN returned no row".to_owned(),
+            })?;
+        let mut output: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| PlanError::Explain {
+                database: database.to_owned(),
+                why: format!("EXPLAIN output is not JSON: {e}"),
+            })?;
+        output
+            .get_mut(0)
+            .and_then(|o| o.get_mut("Plan"))
+            .map(serde_json::Value::take)
+            .ok_or_else(|| PlanError::Explain {
+                database: database.to_owned(),
+                why: "EXPLAIN output has no Plan".to_owned(),
+            })
+    }
+}
+
+impl StatementObserver for Planner {
+    fn on_statement(&self, event: &StatementEvent<'_>) {
+        // Only executions that succeeded as queries: what failed or wrote is never explained.
+        if event.sqlstate.is_some()
+            || event.command != "SELECT"
+            || event.statement.sql.len() > MAX_SAMPLE_BYTES
+        {
+            return;
+        }
+        let Some(fingerprint) = event.statement.fingerprint else {
+            return;
+        };
+        if let Some(sample) = self.samples.get(&fingerprint.0)
+            && *sample.database == *event.session.database
+            && event.finished_at.saturating_duration_since(sample.at) < RESAMPLE_AFTER
+        {
+            return;
+        }
+        if self.samples.len() >= self.config.max_shapes
+            && !self.samples.contains_key(&fingerprint.0)
+        {
+            return;
+        }
+        self.samples.insert(
+            fingerprint.0,
+            Sample {
+                sql: bytes::Bytes::copy_from_slice(&event.statement.sql),
+                database: Arc::from(event.session.database.as_str()),
+                at: event.finished_at,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{Planner, PlansConfig};
+    use crate::event::{Protocol, SessionInfo, StatementEvent, StatementObserver, StatementText};
+
+    fn run(planner: &Planner, sql: &str, command: &str, at: Instant) {
+        let statement = Arc::new(StatementText {
+            sql: bytes::Bytes::copy_from_slice(sql.as_bytes()),
+            fingerprint: Some(crate::sql::fingerprint(sql.as_bytes())),
+            rewritten_by: None,
+            shadow: None,
+        });
+        let session = SessionInfo {
+            database: "shop".into(),
+            ..SessionInfo::default()
+        };
+        planner.on_statement(&StatementEvent {
+            session: &session,
+            statement: &statement,
+            protocol: Protocol::Simple,
+            duration: Duration::from_millis(1),
+            finished_at: at,
+            rows: 1,
+            command,
+            sqlstate: None,
+            in_transaction: false,
+        });
+    }
+
+    fn sample(planner: &Planner, sql: &str) -> Option<String> {
+        let fp = crate::sql::fingerprint(sql.as_bytes());
+        planner
+            .samples
+            .get(&fp.0)
+            .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+    }
+
+    #[test]
+    fn samples_are_bounded_selects_refreshed_at_most_every_ten_seconds() {
+        let planner = Planner::new(
+            PlansConfig {
+                max_shapes: 2,
+                ..PlansConfig::default()
+            },
+            None,
+            false,
+        );
+        let t0 = Instant::now();
+        run(&planner, "DELETE FROM t WHERE id = 1", "DELETE", t0);
+        assert_eq!(sample(&planner, "DELETE FROM t WHERE id = 1"), None);
+        run(&planner, "SELECT * FROM t WHERE id = 1", "SELECT", t0);
+        run(
+            &planner,
+            "SELECT * FROM t WHERE id = 2",
+            "SELECT",
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            sample(&planner, "SELECT * FROM t WHERE id = 9").as_deref(),
+            Some("SELECT * FROM t WHERE id = 1")
+        );
+        run(
+            &planner,
+            "SELECT * FROM t WHERE id = 3",
+            "SELECT",
+            t0 + Duration::from_secs(11),
+        );
+        assert_eq!(
+            sample(&planner, "SELECT * FROM t WHERE id = 9").as_deref(),
+            Some("SELECT * FROM t WHERE id = 3")
+        );
+        run(&planner, "SELECT * FROM u", "SELECT", t0);
+        run(&planner, "SELECT * FROM v", "SELECT", t0);
+        assert!(sample(&planner, "SELECT * FROM u").is_some());
+        assert_eq!(sample(&planner, "SELECT * FROM v"), None, "max_shapes = 2");
+    }
+}

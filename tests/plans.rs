@@ -1,0 +1,366 @@
+//! Plans per fingerprint against a real PostgreSQL: the incident's DISTINCT query through
+//! pgshape, explained on the `--schema-dsn` connection via the admin API and `pgshape explain`,
+//! masked, hashed, a plan change after `CREATE INDEX`, and the refusals.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pgshape::app::App;
+use pgshape::config::Secret;
+use serde_json::Value;
+use support::shop::{INCIDENT, SCHEMA, incident};
+use support::{ConnParams, PgCluster, app_config, http_request, psql_query};
+
+const TOKEN: &str = "plan-s3cret";
+
+struct Running {
+    app: Option<App>,
+    db: ConnParams,
+}
+
+impl Running {
+    fn start(schema_dsn: bool) -> Running {
+        Self::start_with(schema_dsn, |_| {})
+    }
+
+    fn start_with(schema_dsn: bool, adjust: impl FnOnce(&mut pgshape::config::Config)) -> Running {
+        let cluster = PgCluster::shared();
+        let db = cluster.fresh_database();
+        psql_query(&db, SCHEMA);
+        let mut config = app_config(cluster);
+        adjust(&mut config);
+        config.admin_token = Some(Secret::new(TOKEN.to_owned()));
+        if schema_dsn {
+            config.rules.schema_dsn = Some(db.dsn());
+        }
+        let app = App::start(config).expect("pgshape starts");
+        Running { app: Some(app), db }
+    }
+
+    fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    fn via(&self) -> ConnParams {
+        self.db.via(self.app().proxy_addr())
+    }
+
+    fn admin_url(&self) -> String {
+        format!("http://{}", self.app().admin_addr().expect("admin"))
+    }
+
+    /// `method path` with the admin token: (status, JSON body).
+    fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        let auth = format!("Bearer {TOKEN}");
+        let r = http_request(
+            self.app().admin_addr().expect("admin"),
+            method,
+            path,
+            &[("Authorization", &auth)],
+        );
+        let body = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", r.body));
+        (r.status, body)
+    }
+
+    /// Explains `sql`'s shape after running it through pgshape; waits until the execution
+    /// was sampled (the event is recorded as the reply passes the proxy).
+    fn explain(&self, sql: &str) -> (u16, Value) {
+        psql_query(&self.via(), sql);
+        self.explain_fp(pgshape::sql::fingerprint(sql.as_bytes()))
+    }
+
+    /// POST explain of `fp` until it is no longer 404 (20 s at most).
+    fn explain_fp(&self, fp: pgshape::sql::Fingerprint) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.call("POST", &format!("/api/queries/{fp}/explain"));
+            if status != 404 || Instant::now() > deadline {
+                return (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown();
+        }
+    }
+}
+
+fn nodes<'a>(plan: &'a Value, out: &mut Vec<&'a Value>) {
+    out.push(plan);
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        nodes(child, out);
+    }
+}
+
+fn node_types(plan: &Value) -> Vec<String> {
+    let mut all = Vec::new();
+    nodes(plan, &mut all);
+    all.iter()
+        .map(|n| n["Node Type"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+fn pgshape_explain(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pgshape"))
+        .arg("explain")
+        .args(args)
+        .env_remove("PGSHAPE_ADMIN_TOKEN")
+        .output()
+        .expect("run pgshape explain")
+}
+
+#[test]
+fn the_incident_plan_is_captured_masked_and_a_new_index_is_a_plan_change() {
+    let pg = Running::start(true);
+    // The panel's query with a page of 10 over three SKUs: a few hundred joined rows for 10.
+    let sql = incident(&["A", "B", "C"], 10);
+    let fp = pgshape::sql::fingerprint(sql.as_bytes()).to_string();
+    assert_eq!(
+        fp,
+        pgshape::sql::fingerprint(INCIDENT.as_bytes()).to_string()
+    );
+
+    let (status, first) = pg.explain(&sql);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["fingerprint"], fp.as_str());
+    assert_eq!(first["database"], pg.db.dbname.as_str());
+    let plan = &first["plan"];
+    assert_eq!(plan["Node Type"], "Limit");
+    let types = node_types(plan);
+    // DISTINCT: a Unique over a sort, or a HashAggregate, depending on the estimates.
+    assert!(
+        types.iter().any(|t| t == "Unique" || t == "Aggregate"),
+        "{types:?}"
+    );
+    let text = plan.to_string();
+    for relation in ["shop_order", "shop_orderitem"] {
+        assert!(
+            text.contains(&format!("\"Relation Name\":\"{relation}\"")),
+            "{text}"
+        );
+    }
+    // The IN list's constants are masked wherever the plan shows the filter.
+    assert!(text.contains("sku"), "{text}");
+    assert!(!text.contains("{A,B") && !text.contains("'A'"), "{text}");
+    assert!(text.contains("ANY (?::text[])"), "{text}");
+    assert!(
+        first["signature"]
+            .as_str()
+            .is_some_and(|s| s.contains("Join: about") && s.contains("collapsed to the 10")),
+        "{first}"
+    );
+    assert_eq!(first["plan_change"], false);
+
+    // The shape hash is stable across explains.
+    let (status, second) = pg.explain(&sql);
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["shape_hash"], first["shape_hash"]);
+    assert_eq!(second["plan_change"], false);
+
+    // An index the planner prefers for the LIMIT: the next explain is a plan change.
+    psql_query(
+        &pg.db,
+        "CREATE INDEX shop_order_recent ON shop_order (created_at DESC, id, customer_id, status); ANALYZE shop_order;",
+    );
+    let (status, third) = pg.explain(&sql);
+    assert_eq!(status, 200, "{third}");
+    eprintln!("{}", serde_json::to_string_pretty(&third).unwrap());
+    assert_ne!(third["shape_hash"], first["shape_hash"], "{third}");
+    assert_eq!(third["plan_change"], true);
+    assert!(
+        third["plan"].to_string().contains("shop_order_recent"),
+        "{third}"
+    );
+
+    let metrics = http_request(pg.app().admin_addr().unwrap(), "GET", "/metrics", &[]).body;
+    assert!(
+        metrics.contains(&format!(
+            "pgshape_plan_changes_total{{fingerprint=\"{fp}\"}} 1"
+        )),
+        "{metrics}"
+    );
+
+    // Both plans are kept, the newest first; reads need no token.
+    let r = http_request(
+        pg.app().admin_addr().unwrap(),
+        "GET",
+        &format!("/api/queries/{fp}/plans"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let plans: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(plans["current"], third["shape_hash"]);
+    let list = plans["plans"].as_array().expect("plans");
+    assert_eq!(list.len(), 2, "{plans}");
+    assert_eq!(list[0]["shape_hash"], third["shape_hash"]);
+    assert_eq!(list[1]["shape_hash"], first["shape_hash"]);
+    assert_eq!(list[1]["seen"], 2);
+    assert_eq!(list[1]["p95_ms"], Value::Null, "explained on request only");
+    assert!(list[1]["first_seen"].as_str().unwrap() <= list[1]["last_seen"].as_str().unwrap());
+    assert!(!r.body.contains("{A,B"), "{}", r.body);
+
+    // The CLI: without the token the POST is refused; with it, the tree.
+    let out = pgshape_explain(&[&fp, "--admin", &pg.admin_url()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    let out = pgshape_explain(&[&fp, "--admin", &pg.admin_url(), "--admin-token", TOKEN]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{stdout}");
+    assert!(
+        stdout.starts_with(&format!("fingerprint {fp}  database ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nLimit  (rows="), "{stdout}");
+    assert!(
+        stdout.contains("\nwarning: ") && stdout.contains("the incident's signature"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shop_order_recent"), "{stdout}");
+    assert_eq!(stdout.matches("<== most expensive").count(), 1, "{stdout}");
+}
+
+#[test]
+fn statements_that_could_write_are_never_explained() {
+    let pg = Running::start(true);
+    let count = |db: &ConnParams| {
+        psql_query(db, "SELECT count(*) FROM shop_orderitem")
+            .trim()
+            .to_owned()
+    };
+    let before = count(&pg.db);
+
+    // A data-modifying WITH ends with a SELECT tag, so it is sampled, and then refused.
+    let cte = "WITH gone AS (DELETE FROM shop_orderitem WHERE sku = 'Z' RETURNING id) SELECT count(*) FROM gone";
+    let (status, body) = pg.explain(cte);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("modifies data"),
+        "{body}"
+    );
+
+    let locking = "SELECT id FROM shop_order WHERE id = 1 FOR UPDATE";
+    let (status, body) = pg.explain(locking);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("row locks"),
+        "{body}"
+    );
+
+    // Plain DML is never sampled: there is nothing to explain. A SELECT after it in the same
+    // session is sampled once the DELETE's event was seen (events arrive in order).
+    let dml = "DELETE FROM shop_orderitem WHERE sku = 'Z'";
+    let sentinel = "SELECT 42 AS after_the_delete";
+    psql_query(&pg.via(), &format!("{dml}; {sentinel}"));
+    let (status, body) = pg.explain_fp(pgshape::sql::fingerprint(sentinel.as_bytes()));
+    assert_eq!(status, 200, "{body}");
+    let fp = pgshape::sql::fingerprint(dml.as_bytes());
+    let (status, body) = pg.call("POST", &format!("/api/queries/{fp}/explain"));
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no recent successful execution"),
+        "{body}"
+    );
+    assert_eq!(count(&pg.db), before);
+
+    // $n statements: refused with the reason (no parameter values are kept).
+    let via = pg.via();
+    let sql = "SELECT id FROM shop_order WHERE customer_id = $1";
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = support::client::tokio_connect(&via).await;
+            client.query(sql, &[&3i32]).await.expect("query");
+        });
+    let fp = pgshape::sql::fingerprint(sql.as_bytes());
+    let (status, body) = pg.explain_fp(fp);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("$n parameters"),
+        "{body}"
+    );
+
+    // Nothing was captured for any of them.
+    let (status, _) = pg.call("GET", &format!("/api/queries/{fp}/plans"));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn without_a_schema_dsn_explain_says_what_is_missing() {
+    let pg = Running::start(false);
+    let (status, body) = pg.explain(INCIDENT);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("--schema-dsn"),
+        "{body}"
+    );
+    let fp = pgshape::sql::fingerprint(INCIDENT.as_bytes()).to_string();
+    let out = pgshape_explain(&[&fp, "--admin", &pg.admin_url(), "--admin-token", TOKEN]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--schema-dsn"));
+}
+
+#[test]
+fn a_shape_slow_over_the_interval_is_explained_automatically() {
+    let pg = Running::start_with(true, |config| {
+        config.stats.history_interval_s = 1;
+        config.plans.slow_ms = Some(200);
+    });
+    // Slow by construction (pg_sleep), and a fast shape beside it.
+    let slow = "SELECT count(*) FROM shop_order, pg_sleep(0.3)";
+    let fast = "SELECT id FROM shop_order WHERE id = 7";
+    let slow_fp = pgshape::sql::fingerprint(slow.as_bytes());
+    let fast_fp = pgshape::sql::fingerprint(fast.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let plans = loop {
+        psql_query(&pg.via(), &format!("{slow}; {fast}"));
+        let (status, body) = pg.call("GET", &format!("/api/queries/{slow_fp}/plans"));
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no automatic plan of the slow shape within 30 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let plan = &plans["plans"][0]["plan"];
+    assert!(
+        plan.to_string()
+            .contains("\"Relation Name\":\"shop_order\""),
+        "{plans}"
+    );
+    assert!(plan.to_string().contains("pg_sleep"), "{plans}");
+    // Kept with the p95 that made it slow.
+    assert!(
+        plans["plans"][0]["p95_ms"]
+            .as_f64()
+            .is_some_and(|p| p >= 200.0),
+        "{plans}"
+    );
+    // Rate-limited: further intervals over the threshold do not explain it again.
+    psql_query(&pg.via(), slow);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let (_, again) = pg.call("GET", &format!("/api/queries/{slow_fp}/plans"));
+    assert_eq!(again["plans"][0]["seen"], 1, "{again}");
+    let (status, body) = pg.call("GET", &format!("/api/queries/{fast_fp}/plans"));
+    assert_eq!(status, 404, "the fast shape was explained: {body}");
+}
