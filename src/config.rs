@@ -86,6 +86,8 @@ pub struct Config {
     pub rules: crate::rules::RulesConfig,
     /// Client authentication: passthrough or scram_proxy (`[auth]`).
     pub auth: crate::proxy::auth::AuthConfig,
+    /// Statements as spans, exported with OTLP (`[tracing]`).
+    pub tracing: crate::otel::TracingConfig,
 }
 
 impl Default for Config {
@@ -116,6 +118,7 @@ impl Default for Config {
             stats: crate::stats::StatsConfig::default(),
             rules: crate::rules::RulesConfig::default(),
             auth: crate::proxy::auth::AuthConfig::default(),
+            tracing: crate::otel::TracingConfig::default(),
         }
     }
 }
