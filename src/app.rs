@@ -119,6 +119,9 @@ impl App {
             rules.set_known_statements(Arc::new(move |fp| stats.normalized(fp)));
         }
         crate::rewrite::metrics::register(&registry, rules.rewriter().counts())?;
+        if config.tracing.enabled() && !config.inspect {
+            tracing::warn!("tracing configured but inspection off: no statement spans");
+        }
         let spans = match config.tracing.enabled() && config.inspect {
             true => {
                 let (observer, export) = start_span_export(&config, &rules, &registry)?;

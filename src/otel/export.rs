@@ -93,6 +93,14 @@ pub fn start(
         .build();
     exporter.set_resource(&resource);
 
+    tracing::info!(
+        endpoint = config
+            .traces_url()
+            .as_deref()
+            .unwrap_or("from OTEL_EXPORTER_OTLP_*"),
+        sample_untraced = config.sample_untraced,
+        "exporting statement spans (OTLP/HTTP)"
+    );
     let (tx, rx) = sync_channel(config.queue_size);
     let batch_size = config.batch_size;
     let delay = config.batch_delay();

@@ -166,3 +166,125 @@ impl StatementObserver for SpanObserver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc::sync_channel;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::export::Message;
+    use super::*;
+    use crate::event::{Protocol, SessionInfo, StatementText};
+
+    const SAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const UNSAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+    fn observe(observer: &SpanObserver, sql: &str) {
+        let statement = Arc::new(StatementText {
+            sql: Bytes::copy_from_slice(sql.as_bytes()),
+            fingerprint: None,
+            rewritten_by: None,
+            shadow: None,
+        });
+        let session = SessionInfo {
+            database: "shop".into(),
+            ..SessionInfo::default()
+        };
+        observer.on_statement(&StatementEvent {
+            session: &session,
+            statement: &statement,
+            protocol: Protocol::Simple,
+            duration: Duration::from_millis(5),
+            finished_at: Instant::now(),
+            rows: 1,
+            command: "SELECT",
+            sqlstate: None,
+            in_transaction: false,
+        });
+    }
+
+    fn spans(rx: &std::sync::mpsc::Receiver<Message>) -> Vec<SpanRecord> {
+        rx.try_iter()
+            .filter_map(|m| match m {
+                Message::Span(r) => Some(r),
+                Message::Stop => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_traceparents_sampled_flag_decides() {
+        let (tx, rx) = sync_channel(16);
+        let observer = SpanObserver::new(tx, prometheus::IntCounter::new("d", "d").unwrap(), 0.0);
+        observe(&observer, &format!("SELECT 1 /*traceparent='{SAMPLED}'*/"));
+        observe(
+            &observer,
+            &format!("SELECT 1 /*traceparent='{UNSAMPLED}'*/"),
+        );
+        observe(&observer, "SELECT 1");
+        observe(&observer, "SELECT 1 /*traceparent='00-bad-01-01'*/");
+        let got = spans(&rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].parent, Traceparent::parse(SAMPLED).unwrap());
+        assert_eq!(
+            got[0].end.duration_since(got[0].start).unwrap(),
+            Duration::from_millis(5)
+        );
+        assert_eq!(&*got[0].command, "SELECT");
+    }
+
+    #[test]
+    fn untraced_statements_are_sampled_roots_at_the_configured_ratio() {
+        let (tx, rx) = sync_channel(4096);
+        let observer = SpanObserver::new(tx, prometheus::IntCounter::new("d", "d").unwrap(), 0.25);
+        for _ in 0..4000 {
+            observe(&observer, "SELECT 1");
+        }
+        // The unsampled parent still wins over the ratio.
+        observe(
+            &observer,
+            &format!("SELECT 1 /*traceparent='{UNSAMPLED}'*/"),
+        );
+        let got = spans(&rx);
+        assert!(got.iter().all(|r| r.parent.span_id.is_none()));
+        // 1000 expected; 6 standard deviations (27) either way.
+        assert!((840..1160).contains(&got.len()), "{}", got.len());
+        let first = got[0].parent.trace_id;
+        assert!(got.iter().skip(1).any(|r| r.parent.trace_id != first));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (tx, rx) = sync_channel(2);
+        let dropped = prometheus::IntCounter::new("d", "d").unwrap();
+        let observer = SpanObserver::new(tx, dropped.clone(), 0.0);
+        for _ in 0..5 {
+            observe(&observer, &format!("SELECT 1 /*traceparent='{SAMPLED}'*/"));
+        }
+        assert_eq!(spans(&rx).len(), 2);
+        assert_eq!(dropped.get(), 3);
+    }
+
+    #[test]
+    fn the_tracing_table_is_read_and_checked() {
+        let config: crate::config::Config = toml::from_str(
+            "[tracing]\notlp_endpoint = \"http://collector:4318/\"\nsample_untraced = 0.1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.tracing.traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert!(config.tracing.enabled());
+        config.tracing.validate().unwrap();
+        let bad = TracingConfig {
+            sample_untraced: 1.5,
+            ..TracingConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        assert_eq!(TracingConfig::default().traces_url(), None);
+    }
+}
