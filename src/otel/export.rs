@@ -6,8 +6,9 @@
 //! the one bounded queue feeds one thread that converts and sends; an export error is logged
 //! and the batch is dropped (a collector outage must not grow memory).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
@@ -19,7 +20,13 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanExporter as _
 
 use super::span::{SpanContextInfo, SpanRecord, to_span_data};
 use super::{SpanObserver, TracingConfig};
-use crate::sql::Fingerprint;
+use crate::sql::{Fingerprint, normalize};
+
+/// Normalized texts kept by the export thread.
+const TEXT_CACHE: usize = 4096;
+/// How often a filling batch looks at the queue: at 100k statements/s, 1000 spans queue
+/// meanwhile, well under the default `queue_size`.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Errors starting the exporter.
 #[derive(Debug, thiserror::Error)]
@@ -124,27 +131,50 @@ fn run(
     let ids = RandomIdGenerator::default();
     let info = SpanContextInfo {
         server: context.server.as_ref().map(|(h, p)| (h.as_str(), *p)),
-        max_query_length: context.max_query_length,
         rules_of: &*context.rules_of,
+    };
+    // Normalizing is the costly part of a span; shapes repeat, so their text is kept (bounded:
+    // cleared when full, as a workload's shapes come back at once).
+    let mut texts: HashMap<Fingerprint, Arc<str>> = HashMap::new();
+    let mut span = |record: &SpanRecord| {
+        let text = match record.statement.fingerprint {
+            Some(fp) => {
+                if texts.len() >= TEXT_CACHE && !texts.contains_key(&fp) {
+                    texts.clear();
+                }
+                texts
+                    .entry(fp)
+                    .or_insert_with(|| {
+                        normalize(&record.statement.sql, context.max_query_length).into()
+                    })
+                    .clone()
+            }
+            None => normalize(&record.statement.sql, context.max_query_length).into(),
+        };
+        to_span_data(record, ids.new_span_id(), &text, &info)
     };
     let mut batch = Vec::with_capacity(batch_size);
     loop {
-        // The first span of a batch waits for nothing; the rest wait at most `delay` after it.
+        // Idle, the thread sleeps until a span comes.
         let mut closed = false;
         match rx.recv() {
-            Ok(Message::Span(record)) => {
-                batch.push(to_span_data(&record, ids.new_span_id(), &info));
-            }
+            Ok(Message::Span(record)) => batch.push(span(&record)),
             Ok(Message::Stop) | Err(_) => closed = true,
         }
+        // Then it collects by polling, not by being woken per span: a wake-up per statement
+        // was a context switch per statement on the workers' cores.
         let deadline = Instant::now() + delay;
         while !closed && batch.len() < batch_size {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(Message::Span(record)) => {
-                    batch.push(to_span_data(&record, ids.new_span_id(), &info));
+            match rx.try_recv() {
+                Ok(Message::Span(record)) => batch.push(span(&record)),
+                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => closed = true,
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(POLL.min(deadline - now));
                 }
-                Err(RecvTimeoutError::Timeout) => break,
-                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => closed = true,
             }
         }
         if batch.is_empty() {

@@ -79,8 +79,6 @@ pub struct SpanRecord {
 pub struct SpanContextInfo<'a> {
     /// The upstream server (`server.address`, `server.port`).
     pub server: Option<(&'a str, u16)>,
-    /// Longest normalized text kept (the statistics' `max_query_length`).
-    pub max_query_length: usize,
     /// The ids of the rules that hit a fingerprint.
     pub rules_of: &'a dyn Fn(Fingerprint) -> Vec<String>,
 }
@@ -100,10 +98,15 @@ pub fn operation(command: &str, normalized: &str) -> String {
     }
 }
 
-/// The OTLP span of `record`; `span_id` is the statement's own (new) span id.
-pub fn to_span_data(record: &SpanRecord, span_id: SpanId, info: &SpanContextInfo<'_>) -> SpanData {
-    let query = crate::sql::normalize(&record.statement.sql, info.max_query_length);
-    let op = operation(&record.command, &query);
+/// The OTLP span of `record`; `span_id` is the statement's own (new) span id, `query` its
+/// normalized text.
+pub fn to_span_data(
+    record: &SpanRecord,
+    span_id: SpanId,
+    query: &str,
+    info: &SpanContextInfo<'_>,
+) -> SpanData {
+    let op = operation(&record.command, query);
     let name = match (op.is_empty(), record.database.is_empty()) {
         (false, false) => format!("{op} {}", record.database),
         (false, true) => op.clone(),
@@ -113,7 +116,7 @@ pub fn to_span_data(record: &SpanRecord, span_id: SpanId, info: &SpanContextInfo
     let mut attributes = vec![
         KeyValue::new("db.system.name", "postgresql"),
         KeyValue::new("db.namespace", record.database.clone()),
-        KeyValue::new("db.query.text", query),
+        KeyValue::new("db.query.text", query.to_owned()),
         KeyValue::new("db.response.returned_rows", record.rows as i64),
         KeyValue::new("pgshape.rewritten", record.statement.rewritten_by.is_some()),
     ];

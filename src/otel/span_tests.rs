@@ -32,7 +32,6 @@ fn record(sql: &str, command: &str, sqlstate: Option<[u8; 5]>) -> SpanRecord {
 fn info(rules: &dyn Fn(crate::sql::Fingerprint) -> Vec<String>) -> SpanContextInfo<'_> {
     SpanContextInfo {
         server: Some(("db.internal", 5433)),
-        max_query_length: 2048,
         rules_of: rules,
     }
 }
@@ -88,6 +87,7 @@ fn a_statement_maps_to_a_client_span_per_the_database_conventions() {
     let span = to_span_data(
         &record(&sql, "SELECT", None),
         SpanId::from(7),
+        &crate::sql::normalize(sql.as_bytes(), 2048),
         &info(&rules),
     );
     assert_eq!(span.name, "SELECT shop");
@@ -143,6 +143,7 @@ fn a_failed_statement_has_error_status_and_its_sqlstate() {
     let span = to_span_data(
         &record("select 1/0", "", Some(*b"22012")),
         SpanId::from(9),
+        "select $1/$2",
         &info(&none),
     );
     assert_eq!(span.status, Status::error("22012"));
@@ -160,7 +161,7 @@ fn a_root_span_has_no_parent() {
     let none = |_| Vec::new();
     let mut r = record("SELECT 1", "SELECT", None);
     r.parent = Traceparent::root(TraceId::from(5));
-    let span = to_span_data(&r, SpanId::from(1), &info(&none));
+    let span = to_span_data(&r, SpanId::from(1), "SELECT $1", &info(&none));
     assert_eq!(span.parent_span_id, SpanId::INVALID);
     assert!(!span.parent_span_is_remote);
     assert_eq!(span.span_context.trace_id(), TraceId::from(5));
