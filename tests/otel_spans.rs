@@ -239,3 +239,56 @@ with psycopg.connect("") as c3:
         assert!(!text.contains("11") && !text.contains("12"), "{text}");
     }
 }
+
+/// The binary: `--otlp-endpoint`, or only the standard `OTEL_EXPORTER_OTLP_ENDPOINT` and
+/// `OTEL_SERVICE_NAME`; SIGTERM's graceful stop sends the queued spans.
+#[test]
+fn the_binary_exports_with_the_flag_or_the_standard_variables() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, via_env) in [("flag", false), ("env", true)] {
+        let receiver = OtlpReceiver::start();
+        let listen = support::serve::free_addr().to_string();
+        let url = receiver.base_url();
+        let mut args = vec!["--listen", listen.as_str(), "--admin", "off"];
+        let mut env = vec![];
+        if via_env {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str()));
+            env.push(("OTEL_SERVICE_NAME", "checkout-db"));
+        } else {
+            args.extend(["--otlp-endpoint", url.as_str()]);
+        }
+        let mut serve = support::serve::Serve::spawn(
+            cluster,
+            &rules,
+            &args,
+            &env,
+            dir.path().join(format!("{name}.log")),
+        );
+        serve.wait_log("exporting statement spans");
+        serve.wait_log("listening");
+        let via = db.via(listen.parse().unwrap());
+        psql_c(
+            &via,
+            "",
+            &format!("SELECT 5 AS n {}", tp(TRACE, "00f067aa0ba902b7", "01")),
+        )
+        .assert_success();
+        let status = Command::new("kill")
+            .args(["-TERM", &serve.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(serve.child.wait().unwrap().success(), "{}", serve.log());
+        let spans = receiver.spans();
+        assert_eq!(spans.len(), 1, "{name}: {spans:#?}\n{}", serve.log());
+        assert_eq!(spans[0].parent_span_id_hex(), "00f067aa0ba902b7");
+        assert_eq!(
+            spans[0].service,
+            if via_env { "checkout-db" } else { "pgshape" }
+        );
+        assert_eq!(receiver.paths(), vec!["/v1/traces".to_owned()]);
+    }
+}
