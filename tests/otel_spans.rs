@@ -292,3 +292,31 @@ fn the_binary_exports_with_the_flag_or_the_standard_variables() {
         assert_eq!(receiver.paths(), vec!["/v1/traces".to_owned()]);
     }
 }
+
+/// The incident's shape: the span names the rule that hit it.
+#[test]
+fn a_span_names_the_rules_that_hit_its_shape() {
+    let receiver = OtlpReceiver::start();
+    let (app, via) = start(&receiver, 0.0);
+    support::psql_query(&via, support::shop::SCHEMA);
+    psql_c(
+        &via,
+        "",
+        &format!(
+            "{} {}",
+            support::shop::INCIDENT,
+            tp(TRACE, "00f067aa0ba902bc", "01")
+        ),
+    )
+    .assert_success();
+    app.shutdown();
+    let spans = receiver.spans();
+    let incident = the_one(&spans, "00f067aa0ba902bc");
+    let hits = incident.attr("pgshape.rule_hits").unwrap_or_default();
+    assert!(
+        hits.split(',').any(|id| id == "distinct-over-fanout-join"),
+        "{hits}"
+    );
+    let text = incident.attr("db.query.text").unwrap();
+    assert!(!text.contains("'A'"), "{text}");
+}
