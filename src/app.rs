@@ -51,6 +51,8 @@ pub enum AppError {
     Background(std::io::Error),
     #[error("metrics registration: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tracing(#[from] crate::otel::export::ExportError),
 }
 
 /// A running pgshape.
@@ -63,6 +65,7 @@ pub struct App {
     stats: Option<Arc<Stats>>,
     rules: Arc<RuleEngine>,
     registry: Registry,
+    spans: Option<crate::otel::export::SpanExport>,
 }
 
 struct Background {
@@ -77,6 +80,7 @@ impl App {
     /// Invalid settings or rule files, or a listener that cannot be bound.
     pub fn start(config: Config) -> Result<App, AppError> {
         config.stats.validate()?;
+        config.tracing.validate()?;
         let registry = Registry::new();
         let metrics = ProxyMetrics::new();
         metrics.register(&registry)?;
@@ -131,7 +135,6 @@ impl App {
                 observers.push(planner.clone());
             }
         }
-        let observers: Observers = Arc::from(observers);
 
         let engine = RuleEngine::new(config.rules.clone())?;
         let rule_metrics = RuleMetrics::register(&registry, engine.hit_stats())?;
@@ -146,6 +149,18 @@ impl App {
             rules.set_known_statements(Arc::new(move |fp| stats.normalized(fp)));
         }
         crate::rewrite::metrics::register(&registry, rules.rewriter().counts())?;
+        if config.tracing.enabled() && !config.inspect {
+            tracing::warn!("tracing configured but inspection off: no statement spans");
+        }
+        let spans = match config.tracing.enabled() && config.inspect {
+            true => {
+                let (observer, export) = start_span_export(&config, &rules, &registry)?;
+                observers.push(Arc::new(observer));
+                Some(export)
+            }
+            false => None,
+        };
+        let observers: Observers = Arc::from(observers);
 
         let admin_listener = bind_admin(config.admin.as_deref())?;
         // With `admin_write` the state-changing endpoints move to a listener of their own.
@@ -250,6 +265,7 @@ impl App {
             stats,
             rules,
             registry,
+            spans,
         })
     }
 
@@ -309,7 +325,34 @@ impl App {
         self.proxy.shutdown();
         let _ = self.background.stop.send(());
         let _ = self.background.thread.join();
+        // The sessions (the queue's senders) are gone: what is queued is sent now.
+        if let Some(spans) = self.spans {
+            spans.shutdown();
+        }
     }
+}
+
+/// The span exporter, with what the spans say about the server and the rules.
+fn start_span_export(
+    config: &Config,
+    rules: &Arc<RuleEngine>,
+    registry: &Registry,
+) -> Result<(crate::otel::SpanObserver, crate::otel::export::SpanExport), AppError> {
+    // A bad upstream is reported by the proxy's start just after; spans then name no server.
+    let server = crate::proxy::upstream::Upstream::from_config(config)
+        .ok()
+        .map(|u| (u.host().to_owned(), u.port()));
+    let rules = rules.clone();
+    let context = crate::otel::export::ExportContext {
+        server,
+        max_query_length: config.stats.max_query_length,
+        rules_of: Box::new(move |fp| rules.rules_for_fingerprint(fp)),
+    };
+    Ok(crate::otel::export::start(
+        &config.tracing,
+        context,
+        registry,
+    )?)
 }
 
 fn reload_response(engine: &RuleEngine) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {

@@ -110,6 +110,8 @@ pub struct Config {
     pub auth: crate::proxy::auth::AuthConfig,
     /// Plans per fingerprint, explained on the `schema_dsn` connection (`[plans]`).
     pub plans: crate::plans::PlansConfig,
+    /// Statements as spans, exported with OTLP (`[tracing]`).
+    pub tracing: crate::otel::TracingConfig,
 }
 
 impl Default for Config {
@@ -149,6 +151,7 @@ impl Default for Config {
             rules: crate::rules::RulesConfig::default(),
             auth: crate::proxy::auth::AuthConfig::default(),
             plans: crate::plans::PlansConfig::default(),
+            tracing: crate::otel::TracingConfig::default(),
         }
     }
 }

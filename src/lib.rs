@@ -28,6 +28,7 @@ pub mod demo;
 pub mod event;
 pub mod gate;
 pub mod openmetrics;
+pub mod otel;
 pub mod plans;
 pub mod protocol;
 pub mod proxy;

@@ -333,6 +333,10 @@ struct ServeArgs {
     /// Monitoring connection string for schema lookups (keys, unique indexes, table sizes).
     #[arg(long, env = "PGSHAPE_SCHEMA_DSN", hide_env_values = true)]
     schema_dsn: Option<String>,
+    /// OTLP/HTTP collector base URL (`/v1/traces` appended): statements carrying a
+    /// sqlcommenter traceparent become spans of the application's traces.
+    #[arg(long, env = "PGSHAPE_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// passthrough (the server authenticates) or scram_proxy (pgshape authenticates with
     /// SCRAM-SHA-256, channel binding included, and logs in upstream) [default: passthrough].
     #[arg(long, env = "PGSHAPE_AUTH_MODE", value_parser = ["passthrough", "scram_proxy"])]
@@ -426,6 +430,9 @@ impl ServeArgs {
         }
         if let Some(dsn) = self.schema_dsn {
             config.rules.schema_dsn = Some(dsn);
+        }
+        if let Some(url) = self.otlp_endpoint {
+            config.tracing.otlp_endpoint = Some(url);
         }
         if let Some(mode) = self.auth_mode {
             config.auth.mode = if mode == "scram_proxy" {

@@ -45,7 +45,13 @@ fn client_login_timeout_closes_silent_and_half_started_clients() {
         assert!(msgs.is_empty(), "{what}: closed without a word: {msgs:?}");
     }
     // The socket closes as the deadline fires, the counter right after: wait for both counts.
-    let counted = || metric(proxy.admin, "pgshape_client_timeouts_total", "reason=\"login\"");
+    let counted = || {
+        metric(
+            proxy.admin,
+            "pgshape_client_timeouts_total",
+            "reason=\"login\"",
+        )
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while counted() < 2.0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

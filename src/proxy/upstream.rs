@@ -85,6 +85,15 @@ impl Upstream {
         })
     }
 
+    /// The server's host name or address, as configured.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `host:port`, for messages.
     pub fn target(&self) -> String {
         if self.host.contains(':') {

@@ -17,6 +17,7 @@
 //! - [`workload`]: statement templates with random constants, over the simple or extended wire.
 //! - [`webdriver`]: headless Chromium through chromedriver, for the admin page.
 //! - [`docker`]: the files of docker/ (paths, YAML, the image's settings).
+//! - [`otlp`]: a real OTLP/HTTP receiver decoding the spans pgshape exports.
 //! - [`pgbin`]: where the server binaries are, and running them as `postgres` when we are root.
 //!
 //! Real servers only: when PostgreSQL is missing the harness panics with the install command
@@ -29,6 +30,7 @@ pub mod battery;
 pub mod client;
 pub mod cluster;
 pub mod docker;
+pub mod otlp;
 pub mod pgbin;
 pub mod prometheus;
 pub mod proxy;
