@@ -66,6 +66,7 @@ pub struct App {
     rules: Arc<RuleEngine>,
     registry: Registry,
     spans: Option<crate::otel::export::SpanExport>,
+    planner: Option<Arc<Planner>>,
 }
 
 struct Background {
@@ -248,7 +249,7 @@ impl App {
             catalog,
             rules.rewriter().clone(),
             stats.clone(),
-            planner,
+            planner.clone(),
         ) {
             Ok(background) => background,
             Err(error) => {
@@ -266,7 +267,13 @@ impl App {
             rules,
             registry,
             spans,
+            planner,
         })
+    }
+
+    /// Plans per fingerprint (`[plans]`), when enabled.
+    pub fn planner(&self) -> Option<&Arc<Planner>> {
+        self.planner.as_ref()
     }
 
     /// Where clients connect.

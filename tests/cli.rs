@@ -138,6 +138,13 @@ fn demo_catches_the_incident_shape_and_cleans_up() {
         text.contains("0 rule warnings, same 25 orders: yes"),
         "{text}"
     );
+    // Its plan, captured on the monitoring connection, shows the incident's signature.
+    assert!(
+        text.contains("Its plan, captured on the monitoring connection (`pgshape explain "),
+        "{text}"
+    );
+    assert!(text.contains(" Join  (rows="), "{text}");
+    assert!(text.contains("the incident's signature"), "{text}");
     // Fixed live: the rule switched to rewrite, the unchanged query rewritten to EXISTS, and
     // the same orders come back.
     assert!(text.contains("3. The fix without a deploy"), "{text}");

@@ -179,6 +179,7 @@ pub fn start(opts: &DemoOptions, out: &mut dyn Write) -> Result<Demo, DemoError>
     );
     let report = runtime.block_on(workload(&via, opts.runs))?;
     print_report(out, &report, opts.runs)?;
+    print_plan(out, &app, &runtime, &via)?;
 
     // The fix without a deploy: one word in the rule file, then a reload (SIGHUP does the same).
     let rule_file = rules_dir.join("distinct-over-fanout-join.toml");
@@ -461,6 +462,50 @@ fn print_live_fix(
 
 /// The statement as Django's sqlcommenter middleware sends it with OpenTelemetry on: the
 /// endpoint and the request's trace appended (one trace per request).
+/// The incident's plan, as `pgshape explain` shows it: captured on the monitoring connection
+/// from a sampled execution, constants masked.
+fn print_plan(
+    out: &mut dyn Write,
+    app: &App,
+    runtime: &tokio::runtime::Runtime,
+    via: &str,
+) -> std::io::Result<()> {
+    let Some(planner) = app.planner() else {
+        return Ok(());
+    };
+    let fingerprint = crate::sql::fingerprint(INCIDENT.as_bytes());
+    // psycopg2, the incident's driver, sends the values inline: one such execution gives
+    // pgshape a sample it can explain (a `$n` one would need its parameter values).
+    let literal = (1..=10).rev().fold(INCIDENT.to_owned(), |sql, i| {
+        sql.replace(&format!("${i}"), &format!("'SKU-{}'", i - 1))
+    });
+    let explained = runtime.block_on(async {
+        let (client, _notices) = connect(via).await?;
+        client.simple_query(&literal).await?;
+        Ok::<_, DemoError>(planner.explain(fingerprint).await)
+    });
+    let explained = match explained {
+        Ok(explained) => explained,
+        Err(error) => return writeln!(out, "   (no plan captured: {error})\n"),
+    };
+    match explained {
+        Ok(explained) => {
+            writeln!(
+                out,
+                "   Its plan, captured on the monitoring connection (`pgshape explain {fingerprint}`):\n"
+            )?;
+            for line in crate::plans::shape::render(&explained.plan).lines() {
+                match line {
+                    "" => writeln!(out)?,
+                    line => writeln!(out, "     {line}")?,
+                }
+            }
+            writeln!(out)
+        }
+        Err(error) => writeln!(out, "   (no plan captured: {error})\n"),
+    }
+}
+
 fn with_sqlcommenter(sql: &str, request: usize) -> String {
     format!(
         "{sql} /*controller='OrderViewSet',route='order/api/v1/panel/orders/',\

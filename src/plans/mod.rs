@@ -108,6 +108,15 @@ struct Sample {
     sql: bytes::Bytes,
     database: Arc<str>,
     at: std::time::Instant,
+    /// Sent with its values inline (no `$n`): the only kind that can be explained.
+    literal: bool,
+}
+
+/// Whether `sql` has `$n` parameters (a `$` before a digit; one inside a string literal only
+/// costs that sample its preference).
+fn has_parameters(sql: &[u8]) -> bool {
+    sql.windows(2)
+        .any(|pair| pair[0] == b'$' && pair[1].is_ascii_digit())
 }
 
 /// A shape's sample is replaced by a newer execution at most this often, so a shape sent
@@ -349,9 +358,12 @@ impl StatementObserver for Planner {
         let Some(fingerprint) = event.statement.fingerprint else {
             return;
         };
+        let literal = !has_parameters(&event.statement.sql);
+        // A literal execution replaces a `$n` one at once: only it can be explained.
         if let Some(sample) = self.samples.get(&fingerprint.0)
             && *sample.database == *event.session.database
             && event.finished_at.saturating_duration_since(sample.at) < RESAMPLE_AFTER
+            && (sample.literal || !literal)
         {
             return;
         }
@@ -366,6 +378,7 @@ impl StatementObserver for Planner {
                 sql: bytes::Bytes::copy_from_slice(&event.statement.sql),
                 database: Arc::from(event.session.database.as_str()),
                 at: event.finished_at,
+                literal,
             },
         );
     }
@@ -449,5 +462,24 @@ mod tests {
         run(&planner, "SELECT * FROM v", "SELECT", t0);
         assert!(sample(&planner, "SELECT * FROM u").is_some());
         assert_eq!(sample(&planner, "SELECT * FROM v"), None, "max_shapes = 2");
+    }
+
+    #[test]
+    fn a_literal_execution_replaces_a_parameterized_sample_at_once() {
+        let planner = Planner::new(PlansConfig::default(), None, false);
+        let t0 = Instant::now();
+        run(&planner, "SELECT * FROM t WHERE id = $1", "SELECT", t0);
+        let later = t0 + Duration::from_secs(1);
+        run(&planner, "SELECT * FROM t WHERE id = 7", "SELECT", later);
+        assert_eq!(
+            sample(&planner, "SELECT * FROM t WHERE id = 9").as_deref(),
+            Some("SELECT * FROM t WHERE id = 7")
+        );
+        // ... and is not replaced by the next `$n` one.
+        run(&planner, "SELECT * FROM t WHERE id = $1", "SELECT", later);
+        assert_eq!(
+            sample(&planner, "SELECT * FROM t WHERE id = 9").as_deref(),
+            Some("SELECT * FROM t WHERE id = 7")
+        );
     }
 }
