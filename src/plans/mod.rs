@@ -358,15 +358,17 @@ impl StatementObserver for Planner {
         let Some(fingerprint) = event.statement.fingerprint else {
             return;
         };
-        let literal = !has_parameters(&event.statement.sql);
-        // A literal execution replaces a `$n` one at once: only it can be explained.
+        // A fresh literal sample is kept without looking at the text (the common case for a
+        // shape sent over and over); a `$n` one gives way to the first literal execution.
+        let mut parameters = None;
         if let Some(sample) = self.samples.get(&fingerprint.0)
             && *sample.database == *event.session.database
             && event.finished_at.saturating_duration_since(sample.at) < RESAMPLE_AFTER
-            && (sample.literal || !literal)
+            && (sample.literal || *parameters.insert(has_parameters(&event.statement.sql)))
         {
             return;
         }
+        let literal = !parameters.unwrap_or_else(|| has_parameters(&event.statement.sql));
         if self.samples.len() >= self.config.max_shapes
             && !self.samples.contains_key(&fingerprint.0)
         {

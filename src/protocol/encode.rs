@@ -49,6 +49,48 @@ fn put_field_message(
     buf
 }
 
+/// An Authentication message: `code` (0 ok, 10 SASL, 11 SASLContinue, 12 SASLFinal) and its
+/// data.
+pub fn authentication(code: i32, data: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(9 + data.len());
+    let at = start(&mut buf, b'R');
+    buf.put_i32(code);
+    buf.extend_from_slice(data);
+    finish(&mut buf, at);
+    buf
+}
+
+/// AuthenticationSASL offering `mechanisms`.
+pub fn authentication_sasl(mechanisms: &[&str]) -> BytesMut {
+    let mut data = Vec::new();
+    for m in mechanisms {
+        data.extend_from_slice(m.as_bytes());
+        data.push(0);
+    }
+    data.push(0);
+    authentication(10, &data)
+}
+
+/// SASLInitialResponse: the chosen mechanism and the client-first-message.
+pub fn sasl_initial_response(mechanism: &str, first: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(mechanism.len() + first.len() + 10);
+    let at = start(&mut buf, b'p');
+    put_cstr(&mut buf, mechanism);
+    buf.put_i32(first.len() as i32);
+    buf.extend_from_slice(first);
+    finish(&mut buf, at);
+    buf
+}
+
+/// SASLResponse: a later SASL message from the client.
+pub fn sasl_response(data: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(5 + data.len());
+    let at = start(&mut buf, b'p');
+    buf.extend_from_slice(data);
+    finish(&mut buf, at);
+    buf
+}
+
 /// An ErrorResponse (`severity` is `ERROR` or `FATAL`).
 pub fn error_response(severity: &str, code: &str, message: &str, hint: Option<&str>) -> BytesMut {
     put_field_message(b'E', severity, code, message, hint)

@@ -186,6 +186,8 @@ impl BindParams {
 pub struct SaslInitialResponse<'a> {
     pub mechanism: &'a [u8],
     pub gs2_flag: Option<u8>,
+    /// The client-first-message (empty when the length is -1).
+    pub data: &'a [u8],
 }
 
 impl<'a> SaslInitialResponse<'a> {
@@ -197,14 +199,20 @@ impl<'a> SaslInitialResponse<'a> {
         let mut r = Reader::new(body(frame), "SASLInitialResponse");
         let mechanism = r.cstr()?;
         let len = r.i32()?;
-        let gs2_flag = if len > 0 {
-            r.rest().first().copied()
-        } else {
-            None
+        let data = match usize::try_from(len) {
+            Ok(n) if n == r.rest().len() => r.rest(),
+            Ok(_) => {
+                return Err(ProtocolError::Malformed {
+                    message: "SASLInitialResponse",
+                    reason: "the length does not match the data",
+                });
+            }
+            Err(_) => &[],
         };
         Ok(SaslInitialResponse {
             mechanism,
-            gs2_flag,
+            gs2_flag: data.first().copied(),
+            data,
         })
     }
 }
@@ -213,6 +221,25 @@ impl<'a> SaslInitialResponse<'a> {
 mod tests {
     use super::*;
     use crate::protocol::encode;
+
+    #[test]
+    fn sasl_initial_response_round_trips_and_checks_its_length() {
+        let frame = encode::sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=abc");
+        let sasl = SaslInitialResponse::decode(&frame).unwrap();
+        assert_eq!(sasl.mechanism, b"SCRAM-SHA-256");
+        assert_eq!(sasl.data, b"n,,n=,r=abc");
+        assert_eq!(sasl.gs2_flag, Some(b'n'));
+        let mut short = frame.clone();
+        short.truncate(short.len() - 1);
+        let len = (short.len() - 1) as u32;
+        short[1..5].copy_from_slice(&len.to_be_bytes());
+        assert!(SaslInitialResponse::decode(&short).is_err());
+
+        let sasl = encode::authentication_sasl(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
+        assert_eq!(&sasl[9..], b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        let len = u32::from_be_bytes([sasl[1], sasl[2], sasl[3], sasl[4]]) as usize;
+        assert_eq!(len + 1, sasl.len());
+    }
 
     #[test]
     fn decodes_query() {
