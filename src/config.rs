@@ -43,7 +43,8 @@ pub struct Config {
     /// Start even though the state-changing endpoints listen on a non-loopback address
     /// without `admin_token` (otherwise pgshape refuses to start).
     pub admin_insecure: bool,
-    /// Worker threads, each a single-threaded runtime that owns its connections; 0 = one per core.
+    /// Worker threads, each a single-threaded runtime that owns its connections; 0 = one per
+    /// two cores (at least one).
     pub workers: usize,
     /// Largest protocol message accepted from either side, in bytes (PostgreSQL's own cap is 1 GiB).
     pub max_frame_size: usize,
@@ -203,12 +204,17 @@ impl Config {
             .map(Duration::from_millis)
     }
 
-    /// Worker count with 0 resolved to the number of cores.
+    /// Worker count with 0 resolved to one worker per two cores, at least one.
+    ///
+    /// Why not one per core: a proxy shares its machine with the application or the database
+    /// (a sidecar, a pooler host), and on two cores a second worker bought context switches,
+    /// not work: each worker then wakes for fewer events, and pgbench -S at 8 and 32 clients
+    /// cost 1.17–1.45x the CPU per statement of one worker (bench/results/latest.md, "workers").
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
         }
     }
 }

@@ -54,10 +54,8 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn cstr(&mut self) -> Result<&'a [u8], ProtocolError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
+        // SIMD search: a Parse's SQL is scanned here on every message.
+        let end = memchr::memchr(0, self.buf)
             .ok_or_else(|| self.malformed("string is not NUL-terminated"))?;
         let (s, rest) = self.buf.split_at(end);
         self.buf = &rest[1..];

@@ -313,8 +313,11 @@ fn worker(
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // Sockets and timers only: the signal and process drivers would be polled at every park
+    // (a wake-up per statement) for nothing.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()
     {
         Ok(rt) => rt,

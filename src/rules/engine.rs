@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use super::catalog::{CatalogError, CatalogOracle};
 use super::matcher::Subject;
@@ -111,14 +112,16 @@ pub enum VerdictAction {
 /// The engine's answer for one statement.
 #[derive(Debug, Clone)]
 pub struct Verdict {
-    pub hits: Vec<Hit>,
+    /// Inline for the usual one or two: a hot statement that hits a rule on every execution
+    /// (n-plus-one) would otherwise allocate per statement.
+    pub hits: SmallVec<[Hit; 2]>,
     pub action: VerdictAction,
 }
 
 impl Verdict {
     fn allow() -> Verdict {
         Verdict {
-            hits: Vec::new(),
+            hits: SmallVec::new(),
             action: VerdictAction::Allow,
         }
     }
@@ -431,7 +434,7 @@ impl RuleEngine {
             repeats,
             now,
         );
-        let mut hits = Vec::new();
+        let mut hits = SmallVec::new();
         let mut learned = cached
             .is_none()
             .then(|| Vec::with_capacity(set.rules.len()));
