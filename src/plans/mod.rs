@@ -400,6 +400,7 @@ mod tests {
             fingerprint: Some(crate::sql::fingerprint(sql.as_bytes())),
             rewritten_by: None,
             shadow: None,
+            bind: Default::default(),
         });
         let session = SessionInfo {
             database: "shop".into(),
