@@ -9,16 +9,21 @@
 //! over a sort of a fan-out join) would have shown its cause in minutes.
 //!
 //! Safety and privacy:
-//! - only plain read-only queries with literal values are explained (see [`safety`]), in a
-//!   `READ ONLY` transaction with a short `statement_timeout` that is rolled back, at most one
-//!   at a time per database;
-//! - the sample texts hold customers' constants: they stay in memory (bounded: one per shape,
-//!   at most `max_shapes`, each at most 64 KiB), are never shown or logged;
+//! - only plain read-only queries are explained (see [`safety`]), in a `READ ONLY`
+//!   transaction with a short `statement_timeout` that is rolled back, at most one at a time
+//!   per database; `EXPLAIN ANALYZE` only when configured, and never for a statement that
+//!   calls a VOLATILE function (`run`);
+//! - `$n` statements (most ORMs on the extended protocol) are explained with the values of
+//!   one Bind the tracker copies when the sampler asks for it ([`crate::event::BindSample`];
+//!   one atomic load per Bind otherwise), through `PREPARE` + `EXPLAIN EXECUTE` ([`params`]);
+//! - the sample texts and values hold customers' constants: they stay in memory (bounded: one
+//!   per shape, at most `max_shapes`, each text at most 64 KiB), are never shown or logged;
 //! - the plans stored and shown have their expression constants masked ([`shape::mask`])
-//!   unless `[stats] log_parameters` is on, like the slow log.
+//!   unless `[stats] log_parameters` is on, like the slow log; always for sampled values.
 //!
 //! - [`shape`]: shape hash, masking, the incident's signature, the terminal tree (pure).
 //! - [`safety`]: which statements may be explained.
+//! - [`params`]: a sampled Bind's values as literals; `run`: one explain on the server.
 //! - [`store`]: the last few distinct plans per fingerprint, plan changes.
 //! - [`api`]: the admin endpoints.
 

@@ -50,7 +50,7 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
 
 /// The names a statement may call as functions (an identifier before `(`) and every
 /// identifier in it (the relations among them may be views that call functions), lowercased
-/// unless quoted: what [`super::run`] looks up in `pg_proc` before an `EXPLAIN ANALYZE`. By
+/// unless quoted: what `plans::run` looks up in `pg_proc` before an `EXPLAIN ANALYZE`. By
 /// name, so over-inclusive: a keyword before `(` matches no volatile function.
 pub fn names(sql: &str) -> (Vec<String>, Vec<String>) {
     let bytes = sql.as_bytes();
