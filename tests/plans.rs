@@ -376,6 +376,28 @@ fn a_parameterized_select_from_tokio_postgres_is_explained_with_its_sampled_valu
     let (status, plans) = pg.call("GET", &format!("/api/queries/{fp}/plans"));
     assert_eq!(status, 200, "{plans}");
     assert!(!plans.to_string().contains("PLANTED"), "{plans}");
+
+    // Declared types (as pgjdbc sends them) are the PREPARE's: the binary int8 value is read
+    // as int8 although the column is int4 (inferred, it would be int4 and not decodable).
+    let typed = "SELECT o.id FROM shop_order o WHERE o.customer_id = $1 AND o.status <> $2";
+    runtime().block_on(async {
+        use tokio_postgres::types::Type;
+        let client = support::client::tokio_connect(&via).await;
+        let statement = client
+            .prepare_typed(typed, &[Type::INT8, Type::TEXT])
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            client
+                .query(&statement, &[&3i64, &"PLANTED-typed"])
+                .await
+                .unwrap();
+        }
+    });
+    let body = explain_with_values(&pg, pgshape::sql::fingerprint(typed.as_bytes()));
+    let text = body.to_string();
+    assert!(text.contains("\"Relation Name\":\"shop_order\""), "{text}");
+    assert!(!text.contains("PLANTED"), "{text}");
 }
 
 #[test]
