@@ -496,7 +496,8 @@ fn serve_debug(
 }
 
 #[test]
-fn asyncpg_values_give_the_plan_and_dropping_its_index_is_a_plan_change_never_showing_them() {
+fn asyncpg_and_psycopg3_values_give_the_plan_and_dropping_its_index_is_a_plan_change_never_showing_them()
+ {
     let cluster = PgCluster::shared();
     let db = cluster.fresh_database();
     psql_query(&db, SCHEMA);
@@ -509,12 +510,20 @@ fn asyncpg_values_give_the_plan_and_dropping_its_index_is_a_plan_change_never_sh
     let planted = "PLANTED-5e11a7";
     let sql = "SELECT id, qty FROM shop_orderitem WHERE sku = $1 AND qty >= $2";
     let fp = pgshape::sql::fingerprint(sql.as_bytes());
-    let mut cmd = Command::new(support::python());
-    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/plans_asyncpg.py"))
-        .args([&db.via(listen).url(), sql, planted, "1", "3"])
+    let run_client = |driver: &str, sql: &str| {
+        let mut cmd = Command::new(support::python());
+        cmd.arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/plans_clients.py"),
+        )
+        .args([driver, &db.via(listen).url(), sql, planted, "1", "3"])
         .env("PYTHONDONTWRITEBYTECODE", "1");
-    let out = support::client::run_json("plans_asyncpg.py", cmd, Duration::from_secs(60));
-    assert_eq!(out["rows"], 0);
+        let out = support::client::run_json("plans_clients.py", cmd, Duration::from_secs(60));
+        assert_eq!(out["rows"], 0, "{driver}");
+    };
+    run_client("asyncpg", sql);
+    // psycopg 3: text values with declared types (int2 for the 1).
+    let psycopg_sql = "SELECT id FROM shop_orderitem WHERE sku = $1 AND order_id >= $2";
+    run_client("psycopg3", psycopg_sql);
 
     let auth = format!("Bearer {TOKEN}");
     let call = |method: &str, path: &str| {
@@ -525,7 +534,7 @@ fn asyncpg_values_give_the_plan_and_dropping_its_index_is_a_plan_change_never_sh
             serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null),
         )
     };
-    let explain = || {
+    let explain = |fp: pgshape::sql::Fingerprint| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (status, body) = call("POST", &format!("/api/queries/{fp}/explain"));
@@ -536,16 +545,21 @@ fn asyncpg_values_give_the_plan_and_dropping_its_index_is_a_plan_change_never_sh
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let first = explain();
+    let first = explain(fp);
     assert!(
         first["plan"].to_string().contains("shop_orderitem_sku"),
         "{first}"
     );
     assert_eq!(first["plan_change"], false);
+    let psycopg = explain(pgshape::sql::fingerprint(psycopg_sql.as_bytes()));
+    assert!(
+        psycopg["plan"].to_string().contains("shop_orderitem_sku"),
+        "{psycopg}"
+    );
 
     // The index goes: the next capture (the same sampled values) is a plan change.
     psql_query(&db, "DROP INDEX shop_orderitem_sku");
-    let second = explain();
+    let second = explain(fp);
     assert_eq!(second["plan_change"], true, "{second}");
     assert_ne!(second["shape_hash"], first["shape_hash"]);
     let plan = second["plan"].to_string();
