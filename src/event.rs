@@ -58,6 +58,9 @@ pub struct BindSample {
 }
 
 impl BindSample {
+    /// Largest parameter section copied: samples stay small (bounded memory).
+    pub const MAX_BYTES: usize = 64 * 1024;
+
     /// A statement's sample with the Parse's parameter types.
     pub fn with_types(param_types: Bytes) -> BindSample {
         BindSample {
@@ -76,9 +79,10 @@ impl BindSample {
         self.wanted.load(Ordering::Relaxed)
     }
 
-    /// Keeps a copy of `params` (a Bind's parameter section) if a request is open.
+    /// Keeps a copy of `params` (a Bind's parameter section) if a request is open. A Bind
+    /// over [`BindSample::MAX_BYTES`] is not copied; the request stays open for a smaller one.
     pub fn capture(&self, params: &[u8]) {
-        if self.wanted.swap(false, Ordering::Relaxed) {
+        if params.len() <= Self::MAX_BYTES && self.wanted.swap(false, Ordering::Relaxed) {
             *self.captured.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(Bytes::copy_from_slice(params));
             self.filled.store(true, Ordering::Release);

@@ -316,6 +316,22 @@ fn a_binds_values_are_copied_only_when_a_sample_asked_for_them() {
         "the first Bind after the request"
     );
     assert_eq!(text.bind.take(), None, "taken once");
+    // A huge Bind is not copied; the request waits for a smaller one.
+    text.bind.request();
+    let mut huge = vec![0, 0, 0, 1];
+    let len = crate::event::BindSample::MAX_BYTES;
+    huge.extend_from_slice(&i32::try_from(len).unwrap().to_be_bytes());
+    huge.resize(huge.len() + len + 2, b'x');
+    t.on_client_message(
+        &FrontendMessage::Bind {
+            portal: b"",
+            statement: b"s",
+            params: &huge,
+        },
+        now,
+    );
+    assert_eq!(text.bind.take(), None);
+    assert!(text.bind.wanted());
     // The same text Parsed with other declared types is another statement text.
     t.on_client_message(&parse(b"u", b"SELECT $1"), now);
     assert_eq!(&t.prepared[&b"u"[..]].bind.param_types[..], &[0, 0]);
