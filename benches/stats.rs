@@ -43,6 +43,7 @@ fn text(sql: &'static str, fp: u64) -> Arc<StatementText> {
         fingerprint: Some(Fingerprint(fp)),
         rewritten_by: None,
         shadow: None,
+        bind: Default::default(),
     })
 }
 

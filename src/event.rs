@@ -6,7 +6,8 @@
 //! here; the proxy itself knows nothing about them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +38,68 @@ pub struct StatementText {
     /// A rewrite to compare with, not to send: each Bind of this prepared statement outside a
     /// transaction block may be sampled for a shadow run ([`SessionGate::shadow_bind`]).
     pub shadow: Option<Arc<ShadowTarget>>,
+    /// The Parse's parameter types, and an observer's request for one Bind's values.
+    pub bind: BindSample,
+}
+
+/// Parameter values of one Bind of a statement, captured only when an observer asked for them
+/// (the plan sampler, for a `$n` shape without an explainable sample): the tracker checks
+/// [`BindSample::wanted`] at each Bind (one relaxed load) and copies nothing otherwise.
+#[derive(Debug, Default)]
+pub struct BindSample {
+    /// The Parse's parameter-type section (Int16 count, then the OIDs; 0 = unspecified);
+    /// empty for simple-protocol statements.
+    pub param_types: Bytes,
+    wanted: AtomicBool,
+    /// Set once `captured` holds values.
+    filled: AtomicBool,
+    /// The captured Bind's undecoded parameter section, until the observer takes it.
+    captured: Mutex<Option<Bytes>>,
+}
+
+impl BindSample {
+    /// Largest parameter section copied: samples stay small (bounded memory).
+    pub const MAX_BYTES: usize = 64 * 1024;
+
+    /// A statement's sample with the Parse's parameter types.
+    pub fn with_types(param_types: Bytes) -> BindSample {
+        BindSample {
+            param_types,
+            ..BindSample::default()
+        }
+    }
+
+    /// Asks for the values of this statement's next Bind.
+    pub fn request(&self) {
+        self.wanted.store(true, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Keeps a copy of `params` (a Bind's parameter section) if a request is open. A Bind
+    /// over [`BindSample::MAX_BYTES`] is not copied; the request stays open for a smaller one.
+    pub fn capture(&self, params: &[u8]) {
+        if params.len() <= Self::MAX_BYTES && self.wanted.swap(false, Ordering::Relaxed) {
+            *self.captured.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Bytes::copy_from_slice(params));
+            self.filled.store(true, Ordering::Release);
+        }
+    }
+
+    /// The captured parameter section, if any (it is not kept here after this).
+    pub fn take(&self) -> Option<Bytes> {
+        // A plain load first: the sampler asks at every finished statement.
+        if !self.filled.load(Ordering::Relaxed) || !self.filled.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
 }
 
 /// The rewritten text of a prepared statement under shadow verification.

@@ -279,28 +279,125 @@ fn statements_that_could_write_are_never_explained() {
     );
     assert_eq!(count(&pg.db), before);
 
-    // $n statements: refused with the reason (no parameter values are kept).
+    // `$n` statements from an extended-protocol client: DML is never sampled, a data-modifying
+    // WITH is sampled (its tag is SELECT) and refused; the tables are untouched.
+    let orders = |db: &ConnParams| {
+        psql_query(
+            db,
+            "SELECT md5(string_agg(id || status || customer_id, ',' ORDER BY id)) FROM shop_order",
+        )
+    };
+    let orders_before = orders(&pg.db);
     let via = pg.via();
-    let sql = "SELECT id FROM shop_order WHERE customer_id = $1";
+    let writes = [
+        "UPDATE shop_order SET status = $1 WHERE id = $2",
+        "DELETE FROM shop_order WHERE status = $1 AND id = $2",
+        "INSERT INTO shop_order (customer_id, status, created_at) SELECT 1, $1, now() WHERE $2::int8 > 0",
+    ];
+    let cte = "WITH gone AS (DELETE FROM shop_order WHERE status = $1 AND id = $2 RETURNING id) \
+               SELECT count(*) FROM gone";
+    runtime().block_on(async {
+        let client = support::client::tokio_connect(&via).await;
+        for sql in writes.iter().chain([&cte]) {
+            for _ in 0..3 {
+                client
+                    .query(*sql, &[&"PLANTED-w", &-1i64])
+                    .await
+                    .expect(sql);
+            }
+        }
+    });
+    let (status, body) = pg.explain_fp(pgshape::sql::fingerprint(cte.as_bytes()));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("modifies data"),
+        "{body}"
+    );
+    for sql in writes {
+        let fp = pgshape::sql::fingerprint(sql.as_bytes());
+        let (status, body) = pg.call("POST", &format!("/api/queries/{fp}/explain"));
+        assert_eq!(status, 404, "{sql}: {body}");
+    }
+    assert_eq!(orders(&pg.db), orders_before);
+    assert_eq!(count(&pg.db), before);
+
+    // Nothing was captured for any of them.
+    let fp = pgshape::sql::fingerprint(cte.as_bytes());
+    let (status, _) = pg.call("GET", &format!("/api/queries/{fp}/plans"));
+    assert_eq!(status, 404);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(async {
-            let client = support::client::tokio_connect(&via).await;
-            client.query(sql, &[&3i32]).await.expect("query");
-        });
-    let fp = pgshape::sql::fingerprint(sql.as_bytes());
-    let (status, body) = pg.explain_fp(fp);
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("$n parameters"),
-        "{body}"
-    );
+}
 
-    // Nothing was captured for any of them.
-    let (status, _) = pg.call("GET", &format!("/api/queries/{fp}/plans"));
-    assert_eq!(status, 404);
+/// Explains `fp` until it has a plan: a `$n` shape answers 422 until a Bind's values were
+/// captured (the execution after the first).
+fn explain_with_values(pg: &Running, fp: pgshape::sql::Fingerprint) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = pg.explain_fp(fp);
+        if status == 200 {
+            return body;
+        }
+        assert!(
+            status == 422 && Instant::now() < deadline,
+            "{status}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_parameterized_select_from_tokio_postgres_is_explained_with_its_sampled_values() {
+    let pg = Running::start(true);
+    // tokio-postgres declares no types and sends binary values (int8, varchar here).
+    let sql = "SELECT o.id FROM shop_order o WHERE o.id = $1 AND o.status <> $2";
+    let fp = pgshape::sql::fingerprint(sql.as_bytes());
+    let via = pg.via();
+    runtime().block_on(async {
+        let client = support::client::tokio_connect(&via).await;
+        for _ in 0..3 {
+            let rows = client.query(sql, &[&7i64, &"PLANTED-t0k10"]).await.unwrap();
+            assert_eq!(rows.len(), 1);
+        }
+    });
+    let body = explain_with_values(&pg, fp);
+    let text = body.to_string();
+    assert!(text.contains("\"Relation Name\":\"shop_order\""), "{text}");
+    assert!(
+        text.contains("\"Index Name\":\"shop_order_pkey\""),
+        "{text}"
+    );
+    assert!(!text.contains("PLANTED"), "{text}");
+    let (status, plans) = pg.call("GET", &format!("/api/queries/{fp}/plans"));
+    assert_eq!(status, 200, "{plans}");
+    assert!(!plans.to_string().contains("PLANTED"), "{plans}");
+
+    // Declared types (as pgjdbc sends them) are the PREPARE's: the binary int8 value is read
+    // as int8 although the column is int4 (inferred, it would be int4 and not decodable).
+    let typed = "SELECT o.id FROM shop_order o WHERE o.customer_id = $1 AND o.status <> $2";
+    runtime().block_on(async {
+        use tokio_postgres::types::Type;
+        let client = support::client::tokio_connect(&via).await;
+        let statement = client
+            .prepare_typed(typed, &[Type::INT8, Type::TEXT])
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            client
+                .query(&statement, &[&3i64, &"PLANTED-typed"])
+                .await
+                .unwrap();
+        }
+    });
+    let body = explain_with_values(&pg, pgshape::sql::fingerprint(typed.as_bytes()));
+    let text = body.to_string();
+    assert!(text.contains("\"Relation Name\":\"shop_order\""), "{text}");
+    assert!(!text.contains("PLANTED"), "{text}");
 }
 
 #[test]
@@ -363,4 +460,199 @@ fn a_shape_slow_over_the_interval_is_explained_automatically() {
     assert_eq!(again["plans"][0]["seen"], 1, "{again}");
     let (status, body) = pg.call("GET", &format!("/api/queries/{fast_fp}/plans"));
     assert_eq!(status, 404, "the fast shape was explained: {body}");
+}
+
+/// `pgshape serve` logging at debug level, with the monitoring connection, in front of a fresh
+/// shop database.
+fn serve_debug(
+    db: &ConnParams,
+    dir: &std::path::Path,
+) -> (
+    support::serve::Serve,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let (listen, admin) = (support::serve::free_addr(), support::serve::free_addr());
+    let rules = dir.join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let serve = support::serve::Serve::spawn(
+        PgCluster::shared(),
+        &rules,
+        &[
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--admin-token",
+            TOKEN,
+            "--schema-dsn",
+            &db.dsn(),
+        ],
+        &[("RUST_LOG", "debug")],
+        dir.join("pgshape.log"),
+    );
+    serve.wait_log("pgshape listening");
+    (serve, listen, admin)
+}
+
+#[test]
+fn asyncpg_and_psycopg3_values_give_the_plan_and_dropping_its_index_is_a_plan_change_never_showing_them()
+ {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    psql_query(&db, SCHEMA);
+    psql_query(
+        &db,
+        "CREATE INDEX shop_orderitem_sku ON shop_orderitem (sku); ANALYZE shop_orderitem",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, listen, admin) = serve_debug(&db, dir.path());
+    let planted = "PLANTED-5e11a7";
+    let sql = "SELECT id, qty FROM shop_orderitem WHERE sku = $1 AND qty >= $2";
+    let fp = pgshape::sql::fingerprint(sql.as_bytes());
+    let run_client = |driver: &str, sql: &str| {
+        let mut cmd = Command::new(support::python());
+        cmd.arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/plans_clients.py"),
+        )
+        .args([driver, &db.via(listen).url(), sql, planted, "1", "3"])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+        let out = support::client::run_json("plans_clients.py", cmd, Duration::from_secs(60));
+        assert_eq!(out["rows"], 0, "{driver}");
+    };
+    run_client("asyncpg", sql);
+    // psycopg 3: text values with declared types (int2 for the 1).
+    let psycopg_sql = "SELECT id FROM shop_orderitem WHERE sku = $1 AND order_id >= $2";
+    run_client("psycopg3", psycopg_sql);
+
+    let auth = format!("Bearer {TOKEN}");
+    let call = |method: &str, path: &str| {
+        let r = http_request(admin, method, path, &[("Authorization", &auth)]);
+        assert!(!r.body.contains(planted), "{method} {path}: {}", r.body);
+        (
+            r.status,
+            serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null),
+        )
+    };
+    let explain = |fp: pgshape::sql::Fingerprint| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = call("POST", &format!("/api/queries/{fp}/explain"));
+            if status == 200 {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{status}: {body}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = explain(fp);
+    assert!(
+        first["plan"].to_string().contains("shop_orderitem_sku"),
+        "{first}"
+    );
+    assert_eq!(first["plan_change"], false);
+    let psycopg = explain(pgshape::sql::fingerprint(psycopg_sql.as_bytes()));
+    assert!(
+        psycopg["plan"].to_string().contains("shop_orderitem_sku"),
+        "{psycopg}"
+    );
+
+    // The index goes: the next capture (the same sampled values) is a plan change.
+    psql_query(&db, "DROP INDEX shop_orderitem_sku");
+    let second = explain(fp);
+    assert_eq!(second["plan_change"], true, "{second}");
+    assert_ne!(second["shape_hash"], first["shape_hash"]);
+    let plan = second["plan"].to_string();
+    assert!(
+        !plan.contains("shop_orderitem_sku") && plan.contains("Seq Scan"),
+        "{plan}"
+    );
+    let log = serve.wait_log("plan change");
+    let line = log.lines().find(|l| l.contains("plan change")).unwrap();
+    assert!(
+        line.contains(&fp.to_string()) && line.contains("Seq Scan"),
+        "{line}"
+    );
+    assert_eq!(
+        support::serve::metric(admin, "pgshape_plan_changes_total", &fp.to_string()),
+        1.0
+    );
+
+    // The planted value shows nowhere: admin API reads, metrics, the debug log.
+    call("GET", &format!("/api/queries/{fp}/plans"));
+    call("GET", "/api/queries");
+    call("GET", &format!("/api/queries/{fp}"));
+    let metrics = http_request(admin, "GET", "/metrics", &[]).body;
+    assert!(!metrics.contains(planted));
+    // (At debug level pgshape itself logs little here; tokio-postgres, which would log the
+    // EXPLAIN EXECUTE text, is held at info whatever RUST_LOG says.)
+    let log = serve.log();
+    assert!(!log.contains(planted), "{log}");
+}
+
+#[test]
+fn analyze_shows_actual_rows_keeps_the_shape_hash_and_refuses_volatile_functions() {
+    let pg = Running::start_with(true, |config| config.plans.analyze = true);
+    psql_query(
+        &pg.db,
+        "CREATE TABLE audit (x int); CREATE SEQUENCE tick; \
+         CREATE FUNCTION audit_touch() RETURNS int VOLATILE LANGUAGE sql \
+           AS $$ INSERT INTO audit VALUES (1) RETURNING x $$; \
+         CREATE VIEW touching AS SELECT audit_touch() AS x; \
+         CREATE VIEW over_touching AS SELECT x FROM touching",
+    );
+    let sql = "SELECT id FROM shop_order WHERE customer_id = 3";
+    let (status, body) = pg.explain(sql);
+    assert_eq!(status, 200, "{body}");
+    let plan = &body["plan"];
+    assert!(
+        plan["Actual Rows"].as_u64().is_some_and(|r| r > 0),
+        "{plan}"
+    );
+    assert!(plan.get("Shared Hit Blocks").is_some(), "BUFFERS: {plan}");
+    // The same plan without ANALYZE has the same shape hash.
+    let plain = psql_query(&pg.db, &format!("EXPLAIN (FORMAT JSON) {sql}"));
+    let mut plain: Value = serde_json::from_str(&plain).unwrap();
+    let mut plain = plain[0]["Plan"].take();
+    assert!(plain.get("Actual Rows").is_none());
+    pgshape::plans::shape::mask(&mut plain);
+    assert_eq!(
+        body["shape_hash"],
+        pgshape::plans::shape::shape_hash(&plain)
+    );
+
+    // A `$n` statement too, with its sampled values.
+    let param_sql = "SELECT id FROM shop_order WHERE customer_id = $1";
+    let via = pg.via();
+    runtime().block_on(async {
+        let client = support::client::tokio_connect(&via).await;
+        for _ in 0..3 {
+            client.query(param_sql, &[&3i32]).await.unwrap();
+        }
+    });
+    let body = explain_with_values(&pg, pgshape::sql::fingerprint(param_sql.as_bytes()));
+    assert!(
+        body["plan"]["Actual Rows"].as_u64().is_some_and(|r| r > 0),
+        "{body}"
+    );
+
+    // Volatile functions, called directly or through views, are refused; nothing ran.
+    let audit = || psql_query(&pg.db, "SELECT count(*) FROM audit");
+    let tick = || psql_query(&pg.db, "SELECT last_value FROM tick");
+    for (sql, function) in [
+        ("SELECT audit_touch()", "audit_touch"),
+        ("SELECT nextval('tick')", "nextval"),
+        ("SELECT x FROM over_touching", "audit_touch"),
+    ] {
+        psql_query(&pg.via(), sql);
+        let (audit_before, tick_before) = (audit(), tick());
+        let (status, body) = pg.explain_fp(pgshape::sql::fingerprint(sql.as_bytes()));
+        assert_eq!(status, 422, "{sql}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("VOLATILE") && error.contains(function),
+            "{error}"
+        );
+        assert_eq!((audit(), tick()), (audit_before, tick_before), "{sql}");
+    }
 }

@@ -188,6 +188,7 @@ mod tests {
             fingerprint: None,
             rewritten_by: None,
             shadow: None,
+            bind: Default::default(),
         });
         let session = SessionInfo {
             database: "shop".into(),

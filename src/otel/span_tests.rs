@@ -19,6 +19,7 @@ fn record(sql: &str, command: &str, sqlstate: Option<[u8; 5]>) -> SpanRecord {
             fingerprint: Some(crate::sql::fingerprint(sql.as_bytes())),
             rewritten_by: Some("semijoin".into()),
             shadow: None,
+            bind: Default::default(),
         }),
         database: "shop".into(),
         start: end - Duration::from_millis(12),

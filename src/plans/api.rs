@@ -2,7 +2,8 @@
 //! - `POST /api/queries/{fingerprint}/explain`: explain the shape's sampled execution now
 //!   (a write: it runs a statement on the server, so it sits behind `admin_token`). 200 with
 //!   `{"fingerprint", "database", "shape_hash", "plan", "plan_change", "signature"}`;
-//!   404 no sample, 409 no `--schema-dsn`, 422 refused (writes, `$n` parameters), 429 another
+//!   404 no sample, 409 no `--schema-dsn`, 422 refused (writes, `$n` values not
+//!   captured yet or not decodable, VOLATILE functions under `analyze`), 429 another
 //!   explain running in the database, 502 the server's error.
 //! - `GET /api/queries/{fingerprint}/plans`: `{"fingerprint", "current", "plans": [{
 //!   "shape_hash", "database", "first_seen", "last_seen", "seen", "p95_ms", "summary",

@@ -9,20 +9,27 @@
 //! over a sort of a fan-out join) would have shown its cause in minutes.
 //!
 //! Safety and privacy:
-//! - only plain read-only queries with literal values are explained (see [`safety`]), in a
-//!   `READ ONLY` transaction with a short `statement_timeout` that is rolled back, at most one
-//!   at a time per database;
-//! - the sample texts hold customers' constants: they stay in memory (bounded: one per shape,
-//!   at most `max_shapes`, each at most 64 KiB), are never shown or logged;
+//! - only plain read-only queries are explained (see [`safety`]), in a `READ ONLY`
+//!   transaction with a short `statement_timeout` that is rolled back, at most one at a time
+//!   per database; `EXPLAIN ANALYZE` only when configured, and never for a statement that
+//!   calls a VOLATILE function (`run`);
+//! - `$n` statements (most ORMs on the extended protocol) are explained with the values of
+//!   one Bind the tracker copies when the sampler asks for it ([`crate::event::BindSample`];
+//!   one atomic load per Bind otherwise), through `PREPARE` + `EXPLAIN EXECUTE` ([`params`]);
+//! - the sample texts and values hold customers' constants: they stay in memory (bounded: one
+//!   per shape, at most `max_shapes`, each text at most 64 KiB), are never shown or logged;
 //! - the plans stored and shown have their expression constants masked ([`shape::mask`])
-//!   unless `[stats] log_parameters` is on, like the slow log.
+//!   unless `[stats] log_parameters` is on, like the slow log; always for sampled values.
 //!
 //! - [`shape`]: shape hash, masking, the incident's signature, the terminal tree (pure).
 //! - [`safety`]: which statements may be explained.
+//! - [`params`]: a sampled Bind's values as literals; `run`: one explain on the server.
 //! - [`store`]: the last few distinct plans per fingerprint, plan changes.
 //! - [`api`]: the admin endpoints.
 
 pub mod api;
+pub mod params;
+mod run;
 pub mod safety;
 pub mod shape;
 pub mod store;
@@ -33,9 +40,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::Deserialize;
 
-use crate::event::{StatementEvent, StatementObserver};
+use crate::event::{Protocol, StatementEvent, StatementObserver};
 use crate::rules::CatalogOracle;
-use crate::rules::catalog::ConnectError;
 use crate::sql::Fingerprint;
 
 pub use store::{PlanRecord, PlanStore};
@@ -60,6 +66,9 @@ pub struct PlansConfig {
     pub slow_ms: Option<u64>,
     /// A shape is explained automatically at most once per this many seconds.
     pub auto_every_s: u64,
+    /// Run `EXPLAIN (ANALYZE, BUFFERS)`: the statement is executed (read-only, rolled back,
+    /// under `statement_timeout`), and only when no function it calls is VOLATILE.
+    pub analyze: bool,
 }
 
 impl Default for PlansConfig {
@@ -71,6 +80,7 @@ impl Default for PlansConfig {
             max_shapes: 1_000,
             slow_ms: None,
             auto_every_s: 600,
+            analyze: false,
         }
     }
 }
@@ -108,8 +118,32 @@ struct Sample {
     sql: bytes::Bytes,
     database: Arc<str>,
     at: std::time::Instant,
-    /// Sent with its values inline (no `$n`): the only kind that can be explained.
+    /// Sent with its values inline (no `$n`).
     literal: bool,
+    /// A `$n` statement's values: held for this sample only, never stored with a plan,
+    /// shown or logged (no `Debug`).
+    bind: Option<SampledBind>,
+}
+
+/// One Bind of a `$n` statement, undecoded ([`params`] reads it at explain time).
+#[derive(Clone)]
+struct SampledBind {
+    /// The Parse's parameter-type section.
+    param_types: bytes::Bytes,
+    /// The Bind's parameter section (formats, values, result formats).
+    params: bytes::Bytes,
+}
+
+impl Sample {
+    /// Recent enough, in the same database, not to be replaced by this execution.
+    fn fresh(&self, database: &str, at: std::time::Instant) -> bool {
+        *self.database == *database && at.saturating_duration_since(self.at) < RESAMPLE_AFTER
+    }
+
+    /// Whether it can be explained: literal, or with a Bind's values.
+    fn explainable(&self) -> bool {
+        self.literal || self.bind.is_some()
+    }
 }
 
 /// Whether `sql` has `$n` parameters (a `$` before a digit; one inside a string literal only
@@ -122,9 +156,6 @@ fn has_parameters(sql: &[u8]) -> bool {
 /// A shape's sample is replaced by a newer execution at most this often, so a shape sent
 /// over and over in the simple protocol costs a map lookup, not an insert, per statement.
 const RESAMPLE_AFTER: Duration = Duration::from_secs(10);
-
-/// Longest wait for a table lock while planning.
-const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Longer statements are not sampled (their text would dominate the samples' memory).
 const MAX_SAMPLE_BYTES: usize = 64 * 1024;
@@ -210,10 +241,16 @@ impl Planner {
             .map(|s| s.value().clone())
             .ok_or(PlanError::NoSample(fingerprint))?;
         let sql = String::from_utf8_lossy(&sample.sql).into_owned();
-        safety::check(&sql).map_err(|refusal| PlanError::Refused {
+        let refused = |refusal| PlanError::Refused {
             fingerprint,
             refusal,
-        })?;
+        };
+        safety::check(&sql).map_err(refused)?;
+        let bind = match (safety::has_parameters(&sql), &sample.bind) {
+            (false, _) => None,
+            (true, Some(bind)) => Some((&bind.param_types[..], &bind.params[..])),
+            (true, None) => return Err(refused(safety::Refusal::Parameters)),
+        };
         let database = sample.database.to_string();
         let lock = self
             .running
@@ -224,8 +261,26 @@ impl Planner {
         let _running = lock
             .try_lock()
             .map_err(|_| PlanError::Busy(database.clone()))?;
-        let mut plan = self.run_explain(oracle, &database, &sql).await?;
-        if !self.log_parameters {
+        let request = run::Request {
+            database: &database,
+            sql: &sql,
+            bind,
+            analyze: self.config.analyze,
+            timeout: Duration::from_millis(self.config.statement_timeout_ms),
+        };
+        let mut plan = run::explain(oracle, &request).await.map_err(|e| match e {
+            run::RunError::Refused(refusal) => refused(refusal),
+            run::RunError::Connect(why) => PlanError::Connect {
+                database: database.clone(),
+                why,
+            },
+            run::RunError::Explain(why) => PlanError::Explain {
+                database: database.clone(),
+                why,
+            },
+        })?;
+        // A sampled Bind's values are never kept, whatever `log_parameters` says.
+        if !self.log_parameters || bind.is_some() {
             shape::mask(&mut plan);
         }
         let shape_hash = shape::shape_hash(&plan);
@@ -281,73 +336,13 @@ impl Planner {
             }
         }
     }
-
-    async fn run_explain(
-        &self,
-        oracle: &CatalogOracle,
-        database: &str,
-        sql: &str,
-    ) -> Result<serde_json::Value, PlanError> {
-        let (client, driver) = oracle
-            .connect(database, Some("pgshape explain"))
-            .await
-            .map_err(|e| PlanError::Connect {
-                database: database.to_owned(),
-                why: match e {
-                    ConnectError::Timeout => "connect timed out".to_owned(),
-                    ConnectError::Failed(e) => e.to_string(),
-                },
-            })?;
-        let failed = |e: tokio_postgres::Error| PlanError::Explain {
-            database: database.to_owned(),
-            why: e
-                .as_db_error()
-                .map_or_else(|| e.to_string(), |db| db.message().to_owned()),
-        };
-        let timeout = Duration::from_millis(self.config.statement_timeout_ms.max(1));
-        // Simple protocol so the JSON comes back as text; the statement was checked to be one
-        // read-only query, and the transaction is READ ONLY and rolled back whatever happens.
-        // A short lock_timeout: planning takes ACCESS SHARE locks, and a migration waiting for
-        // its ACCESS EXCLUSIVE lock must not wait long on a monitoring query.
-        let script = format!(
-            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; \
-             EXPLAIN (FORMAT JSON) {sql}",
-            timeout.as_millis(),
-            timeout.min(LOCK_TIMEOUT).as_millis()
-        );
-        let result = client.simple_query(&script).await;
-        let _ = client.simple_query("ROLLBACK").await;
-        drop(client);
-        let _ = driver.await;
-        let text = result
-            .map_err(failed)?
-            .into_iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .ok_or_else(|| PlanError::Explain {
-                database: database.to_owned(),
-                why: "EXPLAIN returned no row".to_owned(),
-            })?;
-        let mut output: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| PlanError::Explain {
-                database: database.to_owned(),
-                why: format!("EXPLAIN output is not JSON: {e}"),
-            })?;
-        output
-            .get_mut(0)
-            .and_then(|o| o.get_mut("Plan"))
-            .map(serde_json::Value::take)
-            .ok_or_else(|| PlanError::Explain {
-                database: database.to_owned(),
-                why: "EXPLAIN output has no Plan".to_owned(),
-            })
-    }
 }
 
 impl StatementObserver for Planner {
     fn on_statement(&self, event: &StatementEvent<'_>) {
+        // Values captured for this execution are taken whatever happens next, so none
+        // outlive it unless they become the sample.
+        let captured = event.statement.bind.take();
         // Only executions that succeeded as queries: what failed or wrote is never explained.
         if event.sqlstate.is_some()
             || event.command != "SELECT"
@@ -358,29 +353,46 @@ impl StatementObserver for Planner {
         let Some(fingerprint) = event.statement.fingerprint else {
             return;
         };
-        // A fresh literal sample is kept without looking at the text (the common case for a
-        // shape sent over and over); a `$n` one gives way to the first literal execution.
-        let mut parameters = None;
-        if let Some(sample) = self.samples.get(&fingerprint.0)
-            && *sample.database == *event.session.database
-            && event.finished_at.saturating_duration_since(sample.at) < RESAMPLE_AFTER
-            && (sample.literal || *parameters.insert(has_parameters(&event.statement.sql)))
-        {
+        let database = event.session.database.as_str();
+        // A fresh explainable sample is kept without looking at the text (the common case
+        // for a shape sent over and over).
+        let current = self
+            .samples
+            .get(&fingerprint.0)
+            .map(|s| (s.fresh(database, event.finished_at), s.explainable()));
+        if captured.is_none() && current.is_some_and(|(fresh, explainable)| fresh && explainable) {
             return;
         }
-        let literal = !parameters.unwrap_or_else(|| has_parameters(&event.statement.sql));
-        if self.samples.len() >= self.config.max_shapes
-            && !self.samples.contains_key(&fingerprint.0)
-        {
+        let literal = !has_parameters(&event.statement.sql);
+        let bind = match (literal, captured) {
+            (true, _) => None,
+            (false, Some(params)) => Some(SampledBind {
+                param_types: event.statement.bind.param_types.clone(),
+                params,
+            }),
+            (false, None) => {
+                // Ask for the values of this statement's next Bind; until they come, a
+                // shape with no sample gets one that says why it cannot be explained yet.
+                if event.protocol == Protocol::Extended {
+                    event.statement.bind.request();
+                }
+                if current.is_some() {
+                    return;
+                }
+                None
+            }
+        };
+        if current.is_none() && self.samples.len() >= self.config.max_shapes {
             return;
         }
         self.samples.insert(
             fingerprint.0,
             Sample {
                 sql: bytes::Bytes::copy_from_slice(&event.statement.sql),
-                database: Arc::from(event.session.database.as_str()),
+                database: Arc::from(database),
                 at: event.finished_at,
                 literal,
+                bind,
             },
         );
     }
@@ -394,21 +406,35 @@ mod tests {
     use super::{Planner, PlansConfig};
     use crate::event::{Protocol, SessionInfo, StatementEvent, StatementObserver, StatementText};
 
-    fn run(planner: &Planner, sql: &str, command: &str, at: Instant) {
-        let statement = Arc::new(StatementText {
+    fn text(sql: &str) -> Arc<StatementText> {
+        Arc::new(StatementText {
             sql: bytes::Bytes::copy_from_slice(sql.as_bytes()),
             fingerprint: Some(crate::sql::fingerprint(sql.as_bytes())),
             rewritten_by: None,
             shadow: None,
-        });
+            bind: Default::default(),
+        })
+    }
+
+    fn run(planner: &Planner, sql: &str, command: &str, at: Instant) {
+        finish(planner, &text(sql), Protocol::Simple, command, at);
+    }
+
+    fn finish(
+        planner: &Planner,
+        statement: &Arc<StatementText>,
+        protocol: Protocol,
+        command: &str,
+        at: Instant,
+    ) {
         let session = SessionInfo {
             database: "shop".into(),
             ..SessionInfo::default()
         };
         planner.on_statement(&StatementEvent {
             session: &session,
-            statement: &statement,
-            protocol: Protocol::Simple,
+            statement,
+            protocol,
             duration: Duration::from_millis(1),
             finished_at: at,
             rows: 1,
@@ -482,6 +508,55 @@ mod tests {
         assert_eq!(
             sample(&planner, "SELECT * FROM t WHERE id = 9").as_deref(),
             Some("SELECT * FROM t WHERE id = 7")
+        );
+    }
+
+    #[test]
+    fn a_parameterized_shape_asks_for_the_values_of_one_bind() {
+        let planner = Planner::new(PlansConfig::default(), None, false);
+        let statement = text("SELECT * FROM t WHERE id = $1");
+        let fp = statement.fingerprint.unwrap().0;
+        let bound = |planner: &Planner| planner.samples.get(&fp).unwrap().bind.clone();
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        finish(&planner, &statement, Protocol::Extended, "SELECT", t0);
+        assert!(
+            statement.bind.wanted(),
+            "no sample: the next Bind is asked for"
+        );
+        assert!(bound(&planner).is_none());
+        // A failed execution drops what its Bind captured.
+        statement.bind.capture(b"failed");
+        planner.on_statement(&StatementEvent {
+            session: &SessionInfo::default(),
+            statement: &statement,
+            protocol: Protocol::Extended,
+            duration: Duration::from_millis(1),
+            finished_at: at(1),
+            rows: 0,
+            command: "",
+            sqlstate: Some(*b"22012"),
+            in_transaction: false,
+        });
+        assert_eq!(statement.bind.take(), None);
+        finish(&planner, &statement, Protocol::Extended, "SELECT", at(1));
+        statement.bind.capture(b"values");
+        finish(&planner, &statement, Protocol::Extended, "SELECT", at(2));
+        assert_eq!(
+            bound(&planner).map(|b| b.params),
+            Some(bytes::Bytes::from("values"))
+        );
+        // Fresh values: nothing more is asked; old ones are kept until new ones come.
+        finish(&planner, &statement, Protocol::Extended, "SELECT", at(3));
+        assert!(!statement.bind.wanted());
+        finish(&planner, &statement, Protocol::Extended, "SELECT", at(13));
+        assert!(statement.bind.wanted());
+        assert!(bound(&planner).is_some());
+        statement.bind.capture(b"newer");
+        finish(&planner, &statement, Protocol::Extended, "SELECT", at(14));
+        assert_eq!(
+            bound(&planner).map(|b| b.params),
+            Some(bytes::Bytes::from("newer"))
         );
     }
 }

@@ -22,13 +22,18 @@ pub enum Refusal {
     #[error("the statement {0}; it is not explained")]
     Writes(&'static str),
     #[error(
-        "the statement has $n parameters and pgshape keeps no parameter values yet; only \
-         statements sent with literal values (simple protocol, client-side binding) are explained"
+        "the statement has $n parameters and no Bind's values were captured yet: the next \
+         execution through pgshape is sampled; retry after it"
     )]
     Parameters,
+    #[error("EXPLAIN ANALYZE would run {0}, which is VOLATILE (it could have side effects)")]
+    Volatile(String),
+    #[error("{0}")]
+    Values(#[from] super::params::ValueError),
 }
 
-/// `Ok` when `sql` is one plain read-only query with literal values only.
+/// `Ok` when `sql` is one plain read-only query (`$n` parameters are the caller's concern:
+/// they need a sampled Bind's values, see [`has_parameters`]).
 pub fn check(sql: &str) -> Result<(), Refusal> {
     let statement =
         crate::sql::analysis::parse_one(sql).map_err(|e| Refusal::Unparsed(e.to_string()))?;
@@ -40,10 +45,43 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
         Statement::Merge { .. } => return Err(Refusal::NotAQuery("MERGE")),
         _ => return Err(Refusal::NotAQuery("DDL and utility")),
     }
-    if Lexer::new(sql.as_bytes()).any(|t| t.kind == TokenKind::Param) {
-        return Err(Refusal::Parameters);
-    }
     Ok(())
+}
+
+/// The names a statement may call as functions (an identifier before `(`) and every
+/// identifier in it (the relations among them may be views that call functions), lowercased
+/// unless quoted: what `plans::run` looks up in `pg_proc` before an `EXPLAIN ANALYZE`. By
+/// name, so over-inclusive: a keyword before `(` matches no volatile function.
+pub fn names(sql: &str) -> (Vec<String>, Vec<String>) {
+    let bytes = sql.as_bytes();
+    let tokens: Vec<_> = Lexer::new(bytes).filter(|t| !t.kind.is_trivia()).collect();
+    let mut functions = Vec::new();
+    let mut identifiers = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let text = String::from_utf8_lossy(token.text(bytes));
+        let name = match token.kind {
+            TokenKind::Ident => text.to_lowercase(),
+            TokenKind::QuotedIdent if text.starts_with('"') => {
+                text.trim_matches('"').replace("\"\"", "\"")
+            }
+            _ => continue,
+        };
+        let called = tokens
+            .get(i + 1)
+            .is_some_and(|next| next.kind == TokenKind::Punct && next.text(bytes) == b"(");
+        if called && !functions.contains(&name) {
+            functions.push(name.clone());
+        }
+        if !identifiers.contains(&name) {
+            identifiers.push(name);
+        }
+    }
+    (functions, identifiers)
+}
+
+/// Whether `sql` has `$n` parameters (outside literals and comments).
+pub fn has_parameters(sql: &str) -> bool {
+    Lexer::new(sql.as_bytes()).any(|t| t.kind == TokenKind::Param)
 }
 
 fn check_query(query: &Query) -> Result<(), Refusal> {
@@ -77,7 +115,7 @@ fn check_body(body: &SetExpr) -> Result<(), Refusal> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Refusal, check};
+    use super::{Refusal, check, has_parameters, names};
 
     #[test]
     fn plain_queries_pass() {
@@ -113,10 +151,24 @@ mod tests {
     }
 
     #[test]
-    fn parameters_are_refused_with_the_reason() {
-        assert_eq!(
-            check("SELECT * FROM shop_order WHERE id = $1"),
-            Err(Refusal::Parameters)
+    fn parameters_pass_the_check_and_are_found_by_the_lexer() {
+        let sql = "SELECT * FROM shop_order WHERE id = $1";
+        assert_eq!(check(sql), Ok(()));
+        assert!(has_parameters(sql));
+        assert!(!has_parameters("SELECT '$1' -- $2"));
+    }
+
+    #[test]
+    fn names_called_and_named() {
+        let (functions, identifiers) = names(
+            r#"SELECT count(*), public.Next_Val(x), "Odd""Fn"(1) FROM v JOIN generate_series(1, 2) g ON true WHERE y IN (1)"#,
         );
+        assert_eq!(
+            functions,
+            ["count", "next_val", "Odd\"Fn", "generate_series", "in"]
+        );
+        for name in ["select", "public", "x", "v", "g", "y"] {
+            assert!(identifiers.contains(&name.to_owned()), "{name}");
+        }
     }
 }

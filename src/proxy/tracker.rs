@@ -210,7 +210,7 @@ impl Tracker {
                 for range in sql::split_statements(sql) {
                     any = true;
                     let (start, end) = (range.start, range.end);
-                    let text = self.recent_text(&sql[range]);
+                    let text = self.recent_text(&sql[range], &[]);
                     let (text, rewrite) = self.rewritten(text, &[], now);
                     if let Some(block) = self.push_execution(text, Protocol::Simple, 0, now) {
                         // Run what came before, then let the server raise the block: the rest
@@ -247,7 +247,7 @@ impl Tracker {
                 sql,
                 param_types,
             } => {
-                let text = self.recent_text(sql);
+                let text = self.recent_text(sql, param_types);
                 let (text, rewrite) = self.rewritten(text, param_types, now);
                 if name.is_empty() {
                     self.unnamed_statement = Some(text.clone());
@@ -277,6 +277,10 @@ impl Tracker {
                     && self.tx_status == b'I'
                 {
                     gate.shadow_bind(&text, target, &self.session, params);
+                }
+                // A plan sample asked for this statement's values (see `event::BindSample`).
+                if text.bind.wanted() {
+                    text.bind.capture(params);
                 }
                 if portal.is_empty() {
                     self.unnamed_portal = Some(text.clone());

@@ -58,6 +58,7 @@ impl Fixture {
             fingerprint: Some(Fingerprint(fp)),
             rewritten_by: None,
             shadow: None,
+            bind: Default::default(),
         });
         let event = StatementEvent {
             session: &self.session,
@@ -412,6 +413,7 @@ fn none_fingerprint_is_computed_not_dropped() {
         fingerprint: None,
         rewritten_by: None,
         shadow: None,
+        bind: Default::default(),
     });
     let event = StatementEvent {
         session: &f.session,

@@ -279,6 +279,65 @@ fn unknown_portal_still_yields_an_event() {
 }
 
 #[test]
+fn a_binds_values_are_copied_only_when_a_sample_asked_for_them() {
+    let (mut t, _) = tracker();
+    let now = Instant::now();
+    let types: &[u8] = &[0, 1, 0, 0, 0, 23];
+    t.on_client_message(
+        &FrontendMessage::Parse {
+            name: b"s",
+            sql: b"SELECT $1",
+            param_types: types,
+        },
+        now,
+    );
+    let text = t.prepared[&b"s"[..]].clone();
+    assert_eq!(&text.bind.param_types[..], types);
+    let bind_7 = |t: &mut Tracker| {
+        let params: &[u8] = &[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0];
+        t.on_client_message(
+            &FrontendMessage::Bind {
+                portal: b"",
+                statement: b"s",
+                params,
+            },
+            now,
+        );
+        params
+    };
+    bind_7(&mut t);
+    assert_eq!(text.bind.take(), None, "nothing asked, nothing kept");
+    text.bind.request();
+    let params = bind_7(&mut t);
+    t.on_client_message(&bind(b"", b"s"), now);
+    assert_eq!(
+        text.bind.take().as_deref(),
+        Some(params),
+        "the first Bind after the request"
+    );
+    assert_eq!(text.bind.take(), None, "taken once");
+    // A huge Bind is not copied; the request waits for a smaller one.
+    text.bind.request();
+    let mut huge = vec![0, 0, 0, 1];
+    let len = crate::event::BindSample::MAX_BYTES;
+    huge.extend_from_slice(&i32::try_from(len).unwrap().to_be_bytes());
+    huge.resize(huge.len() + len + 2, b'x');
+    t.on_client_message(
+        &FrontendMessage::Bind {
+            portal: b"",
+            statement: b"s",
+            params: &huge,
+        },
+        now,
+    );
+    assert_eq!(text.bind.take(), None);
+    assert!(text.bind.wanted());
+    // The same text Parsed with other declared types is another statement text.
+    t.on_client_message(&parse(b"u", b"SELECT $1"), now);
+    assert_eq!(&t.prepared[&b"u"[..]].bind.param_types[..], &[0, 0]);
+}
+
+#[test]
 fn stray_server_messages_do_not_panic_or_misalign() {
     let (mut t, c) = tracker();
     let now = Instant::now();

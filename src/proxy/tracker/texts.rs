@@ -4,13 +4,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{RECENT_TEXT_MAX_BYTES, RECENT_TEXTS, Tracker};
-use crate::event::{ShadowTarget, StatementText};
+use crate::event::{BindSample, ShadowTarget, StatementText};
 
 impl Tracker {
     pub(super) fn text(&self, sql: Bytes) -> Arc<StatementText> {
+        self.typed_text(sql, Bytes::new())
+    }
+
+    fn typed_text(&self, sql: Bytes, param_types: Bytes) -> Arc<StatementText> {
         let fingerprint = self
             .fingerprints
             .as_ref()
@@ -20,6 +24,7 @@ impl Tracker {
             fingerprint,
             rewritten_by: None,
             shadow: None,
+            bind: BindSample::with_types(param_types),
         })
     }
 
@@ -27,11 +32,26 @@ impl Tracker {
     /// Query repeated with `$n` parameters, as most drivers do): the last few texts are kept,
     /// so a repeat costs a comparison of its bytes instead of a copy, an allocation and a
     /// fingerprint lookup.
-    pub(super) fn recent_text(&mut self, sql: &[u8]) -> Arc<StatementText> {
-        if let Some(i) = self.recent.iter().position(|t| t.sql[..] == *sql) {
+    ///
+    /// `param_types` is the Parse's parameter-type section (empty for a Query): kept with the
+    /// text, in the same allocation, for a plan sample of its Binds.
+    pub(super) fn recent_text(&mut self, sql: &[u8], param_types: &[u8]) -> Arc<StatementText> {
+        if let Some(i) = self
+            .recent
+            .iter()
+            .position(|t| t.sql[..] == *sql && t.bind.param_types[..] == *param_types)
+        {
             return self.recent[i].clone();
         }
-        let text = self.text(Bytes::copy_from_slice(sql));
+        let text = if param_types.is_empty() {
+            self.text(Bytes::copy_from_slice(sql))
+        } else {
+            let mut both = BytesMut::with_capacity(sql.len() + param_types.len());
+            both.extend_from_slice(sql);
+            both.extend_from_slice(param_types);
+            let both = both.freeze();
+            self.typed_text(both.slice(..sql.len()), both.slice(sql.len()..))
+        };
         if sql.len() <= RECENT_TEXT_MAX_BYTES {
             if self.recent.len() == RECENT_TEXTS {
                 self.recent.pop_back();
@@ -75,6 +95,7 @@ impl Tracker {
             fingerprint: text.fingerprint,
             rewritten_by,
             shadow,
+            bind: BindSample::with_types(text.bind.param_types.clone()),
         });
         (marked, sent)
     }
