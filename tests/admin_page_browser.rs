@@ -1,7 +1,9 @@
 //! The admin page as an on-call engineer sees it: Debian's headless Chromium (through
 //! chromedriver) against `pgshape serve` in front of a real PostgreSQL, with a workload of
 //! known statements. What the page shows is checked against the workload's own counts and the
-//! JSON API; a screenshot lands in `target/admin-page.png` for people to look at.
+//! JSON API; a screenshot lands in `target/admin-page.png` for people to look at. A second test
+//! captures the incident's plans through the real explain endpoint and checks the plan tree the
+//! page draws (`target/admin-page-plan.png`).
 
 mod support;
 
@@ -379,6 +381,211 @@ fn the_page_lists_sorts_and_charts_the_workload() {
         browser.screenshot(),
     )
     .expect("write the dark screenshot");
+    drop(browser);
+    drop(serve);
+}
+
+/// Explains `fp` through the admin API until its sample is there (the event is recorded as the
+/// reply passes the proxy); the answer's JSON.
+fn explain(admin: std::net::SocketAddr, fp: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http(admin, "POST", &format!("/api/queries/{fp}/explain"));
+        if status == 200 {
+            return serde_json::from_str(&body).expect("explain JSON");
+        }
+        assert!(
+            status == 404 && Instant::now() < deadline,
+            "explain {fp}: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The label of the node the API marks as the most expensive, depth first.
+fn most_expensive(node: &Value) -> Option<String> {
+    if node["most_expensive"] == json!(true) {
+        return node["label"].as_str().map(str::to_owned);
+    }
+    node["children"].as_array()?.iter().find_map(most_expensive)
+}
+
+#[test]
+fn the_page_draws_the_incidents_plan_with_its_signature_and_history() {
+    let cluster = PgCluster::shared();
+    let db = cluster.fresh_database();
+    psql_query(&db, support::shop::SCHEMA);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (listen, admin) = (free_addr(), free_addr());
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let dsn = db.dsn();
+    let serve = Serve::spawn(
+        cluster,
+        &rules,
+        &[
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--schema-dsn",
+            &dsn,
+        ],
+        &[],
+        dir.path().join("pgshape.log"),
+    );
+    serve.wait_log("admin listener ready");
+    let via = db.via(listen);
+
+    // The panel's query (three SKUs, a page of 10: hundreds of joined rows for 10), explained
+    // through the real endpoint; then an index the planner prefers makes the next explain a
+    // plan change, so the page has a history to show. A second shape is never explained.
+    let incident = support::shop::incident(&["A", "B", "C"], 10);
+    let fp = pgshape::sql::fingerprint(incident.as_bytes()).to_string();
+    let unexplained = "SELECT count(*) AS never_explained FROM shop_order";
+    run(&via, &[(incident.clone(), 3), (unexplained.to_owned(), 2)]);
+    let first = explain(admin, &fp);
+    psql_query(
+        &db,
+        "CREATE INDEX shop_order_recent ON shop_order (created_at DESC, id, customer_id, status); ANALYZE shop_order;",
+    );
+    run(&via, &[(incident.clone(), 2)]);
+    let second = explain(admin, &fp);
+    assert_eq!(second["plan_change"], true, "{second}");
+    let plans = api(admin, &format!("/api/queries/{fp}/plans"));
+    let current = &plans["plans"][0];
+    assert_eq!(current["shape_hash"], second["shape_hash"]);
+    assert_eq!(plans["plans"][1]["shape_hash"], first["shape_hash"]);
+    let marked = most_expensive(&current["tree"]).expect("the API marks a node");
+    assert!(
+        current["signature"]
+            .as_str()
+            .is_some_and(|s| s.contains("incident's signature")),
+        "{current}"
+    );
+
+    let browser = Browser::start(1400, 1400);
+    browser.goto(&format!("http://{admin}/"));
+    browser.wait_js(
+        "the incident's row",
+        &format!("return !!document.querySelector(\"#rows tr[data-fp='{fp}']\");"),
+    );
+    browser.click(&browser.find(&format!("#rows tr[data-fp='{fp}']")));
+    let shown = browser.wait_js(
+        "the incident's plan tree",
+        &format!(
+            "const d = document.getElementById('detail-content');
+             const tree = d && d.dataset.fp === '{fp}' && document.getElementById('plan-tree');
+             if (!tree) return null;
+             const nodes = Array.from(tree.querySelectorAll('.pnode'));
+             const text = (n) => n.querySelector('.lbl').textContent.replace(/^→ /, '');
+             const sig = document.getElementById('plan-signature');
+             return {{
+               nodes: nodes.map(text),
+               texts: nodes.map((n) => n.textContent),
+               expensive: nodes.filter((n) => n.classList.contains('expensive')).map(text),
+               expensive_tag: tree.querySelectorAll('.pnode.expensive .tag.bad').length,
+               expensive_color: nodes.filter((n) => n.classList.contains('expensive'))
+                 .map((n) => getComputedStyle(n).borderLeftColor !== getComputedStyle(nodes.find((o) => !o.classList.contains('expensive'))).borderLeftColor),
+               sig_nodes: nodes.filter((n) => n.classList.contains('sig')).map(text),
+               signature: sig && sig.textContent,
+               changed: (document.getElementById('plan-changed') || {{}}).textContent || null,
+               history: Array.from(document.querySelectorAll('#plan-history tbody tr'))
+                 .map((tr) => [tr.children[0].textContent, tr.classList.contains('current')]),
+             }};"
+        ),
+    );
+    let labels: Vec<&str> = shown["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(labels.first(), Some(&"Limit"), "{shown}");
+    let mut api_nodes = 0;
+    fn count(node: &Value, n: &mut usize) {
+        *n += 1;
+        for child in node["children"].as_array().into_iter().flatten() {
+            count(child, n);
+        }
+    }
+    count(&current["tree"], &mut api_nodes);
+    assert_eq!(labels.len(), api_nodes, "one row per plan node: {shown}");
+    assert!(
+        shown["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().contains("using shop_order_recent")),
+        "the new index is drawn: {shown}"
+    );
+    // The most expensive node: the one the API (and `pgshape explain`) marks, only it, tagged
+    // and coloured.
+    assert_eq!(shown["expensive"], json!([marked]), "{shown}");
+    assert_eq!(shown["expensive_tag"], 1, "{shown}");
+    assert_eq!(shown["expensive_color"], json!([true]), "{shown}");
+    // The signature: flagged under the tree and on the deduplicating node.
+    assert!(
+        shown["signature"]
+            .as_str()
+            .is_some_and(|s| s.contains("incident's signature") && s.contains("collapsed to the 10")),
+        "{shown}"
+    );
+    let sig_nodes = shown["sig_nodes"].as_array().unwrap();
+    assert!(
+        sig_nodes.len() == 1
+            && sig_nodes[0]
+                .as_str()
+                .is_some_and(|l| l == "Unique" || l.ends_with("Aggregate")),
+        "{shown}"
+    );
+    // The history: both plans, the current first, and when it changed.
+    assert_eq!(
+        shown["history"],
+        json!([[second["shape_hash"], true], [first["shape_hash"], false]]),
+        "{shown}"
+    );
+    assert!(
+        shown["changed"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Plan changed") && c.contains("2 distinct plans")),
+        "{shown}"
+    );
+
+    browser.js(
+        "document.getElementById('plan').scrollIntoView({ block: 'end' });",
+        &[],
+    );
+    let png = browser.screenshot();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let out = target_dir().join("admin-page-plan.png");
+    std::fs::write(&out, &png).expect("write the screenshot");
+    eprintln!("screenshot: {}", out.display());
+
+    // A shape never explained says how to get a plan.
+    let rows = api(admin, "/api/queries?limit=50");
+    let other = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["query"].as_str().is_some_and(|q| q.contains("never_explained")))
+        .and_then(|r| r["fingerprint"].as_str())
+        .expect("the unexplained shape")
+        .to_owned();
+    browser.click(&browser.find(&format!("#rows tr[data-fp='{other}']")));
+    let hint = browser.wait_js(
+        "the how-to-get-a-plan line",
+        &format!(
+            "const d = document.getElementById('detail-content');
+             const p = d && d.dataset.fp === '{other}' && document.getElementById('plan');
+             return p ? {{ text: p.textContent, tree: !!document.getElementById('plan-tree') }} : null;"
+        ),
+    );
+    let text = hint["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("pgshape explain {other}")) && text.contains("[plans] slow_ms"),
+        "{hint}"
+    );
+    assert_eq!(hint["tree"], false, "{hint}");
     drop(browser);
     drop(serve);
 }

@@ -7,7 +7,11 @@ mod support;
 use std::process::Command;
 
 use pgshape::app::App;
+use pgshape::rewrite::Outcome;
+use pgshape::sql::fingerprint;
 use support::otlp::{OtlpReceiver, ReceivedSpan};
+use support::raw::{self, RawConn};
+use support::shop::{INCIDENT, Shop};
 use support::{ConnParams, PgCluster, psql_c};
 
 /// pgshape exporting to `receiver`; `sample_untraced` as given.
@@ -319,4 +323,63 @@ fn a_span_names_the_rules_that_hit_its_shape() {
     );
     let text = incident.attr("db.query.text").unwrap();
     assert!(!text.contains("'A'"), "{text}");
+}
+
+/// A statement a rewrite rule replaced says so on its span (`pgshape.rewritten`, and which rule
+/// in `pgshape.rewrite_rule`); one that ran as written says it was not.
+#[test]
+fn a_rewritten_statements_span_says_so_and_names_the_rule() {
+    const RULE: &str = "distinct-over-fanout-join";
+    let receiver = OtlpReceiver::start();
+    let mut shop = Shop::start_with("rewrite", &[], |config| {
+        config.tracing.otlp_endpoint = Some(receiver.base_url());
+        config.tracing.batch_delay_ms = 20;
+    });
+    let fp = fingerprint(INCIDENT.as_bytes());
+    let traced = |sql: &str, span: &str| raw::query(&format!("{sql} {}", tp(TRACE, span, "01")));
+    let mut conn = RawConn::login(shop.app().proxy_addr(), &shop.db.user, &shop.db.dbname);
+    // The first execution starts the rewrite's proof; once proven, the next is rewritten.
+    raw::exchange(&mut conn, &traced(INCIDENT, "00000000000000a1"));
+    let plan = shop.wait_plan(RULE, fp);
+    assert_eq!(plan["state"], "ready", "{plan:#}");
+    let applied = || {
+        shop.app()
+            .rules()
+            .rewriter()
+            .counts()
+            .get(RULE, fp, Outcome::Applied)
+    };
+    let before = applied();
+    raw::exchange(&mut conn, &traced(INCIDENT, "00000000000000a2"));
+    assert_eq!(applied(), before + 1, "the statement was rewritten");
+    raw::exchange(
+        &mut conn,
+        &traced("SELECT count(*) FROM shop_order", "00000000000000a3"),
+    );
+    drop(conn);
+    shop.app.take().expect("running").shutdown();
+
+    let spans = receiver.spans();
+    let rewritten = the_one(&spans, "00000000000000a2");
+    assert_eq!(
+        rewritten.attr("pgshape.rewritten").as_deref(),
+        Some("true"),
+        "{rewritten:#?}"
+    );
+    assert_eq!(
+        rewritten.attr("pgshape.rewrite_rule").as_deref(),
+        Some(RULE)
+    );
+    // Statistics and the span stay on the original's shape.
+    assert_eq!(
+        rewritten.attr("pgshape.fingerprint"),
+        Some(fp.to_string())
+    );
+    let plain = the_one(&spans, "00000000000000a3");
+    assert_eq!(
+        plain.attr("pgshape.rewritten").as_deref(),
+        Some("false"),
+        "{plain:#?}"
+    );
+    assert_eq!(plain.attr("pgshape.rewrite_rule"), None);
 }

@@ -145,11 +145,11 @@ pub fn mask_text(text: &str) -> String {
 /// over a join, through sorts, whose estimated rows dwarf what the statement returns: the
 /// query multiplies rows in a join only to collapse them again.
 pub fn signature(plan: &Value) -> Option<String> {
-    let result_rows = rows(plan).max(1.0);
-    find_signature(plan, result_rows)
+    find_signature(plan, rows(plan).max(1.0)).map(|(_, text)| text)
 }
 
-fn find_signature(node: &Value, result_rows: f64) -> Option<String> {
+/// The signature's deduplicating node and its description.
+fn find_signature(node: &Value, result_rows: f64) -> Option<(&Value, String)> {
     let kind = node_type(node);
     if DEDUPLICATING.contains(&kind) {
         let mut below = children(node).first();
@@ -158,13 +158,17 @@ fn find_signature(node: &Value, result_rows: f64) -> Option<String> {
             if JOINS.contains(&child_kind) {
                 let joined = rows(child);
                 if joined >= DWARF_RATIO * result_rows {
-                    return Some(format!(
-                        "{} over a {}: about {} joined rows collapsed to the {} the statement \
-                         returns (DISTINCT/GROUP BY over a fan-out join: the incident's signature)",
-                        label(node),
-                        child_kind,
-                        joined as u64,
-                        result_rows as u64
+                    return Some((
+                        node,
+                        format!(
+                            "{} over a {}: about {} joined rows collapsed to the {} the \
+                             statement returns (DISTINCT/GROUP BY over a fan-out join: the \
+                             incident's signature)",
+                            label(node),
+                            child_kind,
+                            joined as u64,
+                            result_rows as u64
+                        ),
                     ));
                 }
                 break;
@@ -220,11 +224,7 @@ fn label(node: &Value) -> String {
 pub fn render(plan: &Value) -> String {
     let mut lines = Vec::new();
     collect(plan, 0, &mut lines);
-    let most = lines
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
-        .map(|(i, _)| i);
+    let most = most_expensive(lines.iter().map(|(_, own)| *own));
     let mut out = String::new();
     for (i, (line, _)) in lines.iter().enumerate() {
         out.push_str(line);
@@ -237,6 +237,97 @@ pub fn render(plan: &Value) -> String {
         let _ = writeln!(out, "\nwarning: {signature}");
     }
     out
+}
+
+/// The position (depth-first) of the node with the highest own cost; the last of equals, so
+/// the terminal and the page mark the same node.
+fn most_expensive(own_costs: impl Iterator<Item = f64>) -> Option<usize> {
+    own_costs
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
+/// Expression fields shown beside a node on the page, first present wins (already masked).
+const DETAIL_FIELDS: &[&str] = &[
+    "Index Cond",
+    "Hash Cond",
+    "Merge Cond",
+    "Join Filter",
+    "Recheck Cond",
+    "Filter",
+    "Sort Key",
+    "Group Key",
+];
+
+/// The tree the admin page draws: per node its label, what it reads, estimates, total and own
+/// cost, `most_expensive` on the node [`render`] marks and `signature` on the deduplicating
+/// node of the incident's signature; children in `children`. Computed here so the page needs
+/// no copy of the rules above.
+pub fn annotate(plan: &Value) -> Value {
+    fn own_costs(node: &Value, out: &mut Vec<f64>) {
+        out.push(own_cost(node));
+        for child in children(node) {
+            own_costs(child, out);
+        }
+    }
+    let mut costs = Vec::new();
+    own_costs(plan, &mut costs);
+    let marks = Marks {
+        most: most_expensive(costs.into_iter()),
+        signature: find_signature(plan, rows(plan).max(1.0)).map(|(node, _)| node),
+    };
+    annotate_node(plan, &marks, &mut 0)
+}
+
+struct Marks<'a> {
+    most: Option<usize>,
+    signature: Option<&'a Value>,
+}
+
+fn annotate_node(node: &Value, marks: &Marks<'_>, position: &mut usize) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("label".into(), label(node).into());
+    for (key, field) in [
+        ("join_type", "Join Type"),
+        ("relation", "Relation Name"),
+        ("alias", "Alias"),
+        ("index", "Index Name"),
+        ("parent", "Parent Relationship"),
+    ] {
+        if let Some(value) = node.get(field).and_then(Value::as_str) {
+            out.insert(key.into(), value.into());
+        }
+    }
+    if let Some((field, value)) = DETAIL_FIELDS
+        .iter()
+        .find_map(|f| node.get(*f).map(|v| (*f, v)))
+    {
+        let text = match value {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.as_str().unwrap_or_default().to_owned(),
+        };
+        out.insert("detail".into(), format!("{field}: {text}").into());
+    }
+    out.insert("rows".into(), (rows(node) as u64).into());
+    out.insert("cost".into(), total_cost(node).into());
+    out.insert("own_cost".into(), own_cost(node).into());
+    out.insert("most_expensive".into(), (marks.most == Some(*position)).into());
+    out.insert(
+        "signature".into(),
+        marks.signature.is_some_and(|s| std::ptr::eq(s, node)).into(),
+    );
+    *position += 1;
+    let kids: Vec<Value> = children(node)
+        .iter()
+        .map(|child| annotate_node(child, marks, position))
+        .collect();
+    out.insert("children".into(), kids.into());
+    Value::Object(out)
 }
 
 fn collect(node: &Value, depth: usize, lines: &mut Vec<(String, f64)>) {

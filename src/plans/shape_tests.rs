@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use super::{mask, mask_text, render, shape_hash, signature, summary};
+use super::{annotate, mask, mask_text, render, shape_hash, signature, summary};
 
 /// The incident's plan as PostgreSQL 15 gives it (trimmed to the fields used here).
 fn incident(join_rows: u64, hash_join: bool) -> Value {
@@ -97,4 +97,44 @@ fn render_marks_the_most_expensive_node() {
         "Limit > Unique > Sort > Nested Loop > Seq Scan on shop_order > Index Scan on \
          shop_orderitem using shop_orderitem_order_id"
     );
+}
+
+/// Depth-first (label, most_expensive, signature) of an annotated tree.
+fn marks(node: &Value, out: &mut Vec<(String, bool, bool)>) {
+    out.push((
+        node["label"].as_str().unwrap().to_owned(),
+        node["most_expensive"].as_bool().unwrap(),
+        node["signature"].as_bool().unwrap(),
+    ));
+    for child in node["children"].as_array().unwrap() {
+        marks(child, out);
+    }
+}
+
+#[test]
+fn annotate_marks_what_render_marks() {
+    let tree = annotate(&incident(340, true));
+    let mut all = Vec::new();
+    marks(&tree, &mut all);
+    let labels: Vec<&str> = all.iter().map(|(l, _, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["Limit", "Unique", "Sort", "Hash Join", "Seq Scan", "Hash", "Seq Scan"]
+    );
+    // The same node as render's `<== most expensive` (line 4), and only it.
+    let most: Vec<usize> = (0..all.len()).filter(|i| all[*i].1).collect();
+    assert_eq!(most, [4]);
+    let scan = &tree["children"][0]["children"][0]["children"][0]["children"][0];
+    assert_eq!(scan["relation"], "shop_orderitem");
+    assert_eq!(scan["own_cost"], 25.0);
+    assert_eq!(scan["cost"], 25.0);
+    assert_eq!(scan["rows"], 340);
+    assert_eq!(scan["detail"], "Filter: ((sku)::text = ANY ('{A,B}'::text[]))");
+    assert_eq!(tree["children"][0]["children"][0]["detail"], "Sort Key: shop_order.created_at DESC, shop_order.id");
+    // The signature's deduplicating node is flagged; none without the signature.
+    let flagged: Vec<&str> = all.iter().filter(|m| m.2).map(|m| m.0.as_str()).collect();
+    assert_eq!(flagged, ["Unique"]);
+    let mut none = Vec::new();
+    marks(&annotate(&incident(40, true)), &mut none);
+    assert!(none.iter().all(|m| !m.2));
 }

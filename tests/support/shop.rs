@@ -65,6 +65,15 @@ impl Shop {
     /// Starts pgshape with the shipped rules plus `extra` rule files (name, TOML), the incident
     /// rule's action set to `incident_action`, and `--schema-dsn` pointing at the database.
     pub fn start(incident_action: &str, extra: &[(&str, &str)]) -> Shop {
+        Self::start_with(incident_action, extra, |_| {})
+    }
+
+    /// [`Shop::start`] with the config adjusted first (e.g. tracing to a test's receiver).
+    pub fn start_with(
+        incident_action: &str,
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Config),
+    ) -> Shop {
         let cluster = PgCluster::shared();
         let db = cluster.fresh_database();
         psql_query(&db, SCHEMA);
@@ -77,6 +86,7 @@ impl Shop {
         };
         config.rules.dir = Some(rules.path().to_owned());
         config.rules.schema_dsn = Some(db.dsn());
+        adjust(&mut config);
         let app = App::start(config).expect("pgshape starts");
         Shop {
             app: Some(app),
