@@ -1,19 +1,21 @@
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use opentelemetry::trace::{SpanId, Status, TraceId};
 use opentelemetry::{Array, Key, Value};
 
-use super::{SpanContextInfo, SpanRecord, Traceparent, operation, to_span_data};
+use super::{
+    InlineStr, RawParent, ShapeAttributes, SpanContextInfo, SpanRecord, Traceparent, operation,
+    to_span_data,
+};
 use crate::event::StatementText;
 
 const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 fn record(sql: &str, command: &str, sqlstate: Option<[u8; 5]>) -> SpanRecord {
-    let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     SpanRecord {
-        parent: Traceparent::parse(TP).unwrap(),
+        parent: RawParent::check(TP).unwrap().0,
         statement: Arc::new(StatementText {
             sql: Bytes::copy_from_slice(sql.as_bytes()),
             fingerprint: Some(crate::sql::fingerprint(sql.as_bytes())),
@@ -21,20 +23,36 @@ fn record(sql: &str, command: &str, sqlstate: Option<[u8; 5]>) -> SpanRecord {
             shadow: None,
             bind: Default::default(),
         }),
-        database: "shop".into(),
-        start: end - Duration::from_millis(12),
-        end,
+        database: InlineStr::new("shop"),
+        finished_at: Instant::now(),
+        duration: Duration::from_millis(12),
         rows: 3,
-        command: command.into(),
+        command: InlineStr::new(command),
         sqlstate,
     }
 }
 
-fn info(rules: &dyn Fn(crate::sql::Fingerprint) -> Vec<String>) -> SpanContextInfo<'_> {
-    SpanContextInfo {
-        server: Some(("db.internal", 5433)),
-        rules_of: rules,
-    }
+fn info() -> SpanContextInfo {
+    SpanContextInfo::new(Some(("db.internal", 5433)))
+}
+
+/// `record`'s span as the export thread makes it, with `query` as the normalized text.
+fn span_of(
+    record: &SpanRecord,
+    span_id: SpanId,
+    query: &str,
+    rules: &dyn Fn(crate::sql::Fingerprint) -> Vec<String>,
+) -> opentelemetry_sdk::trace::SpanData {
+    let shape = ShapeAttributes::new(query.into(), record.statement.fingerprint, rules);
+    let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    to_span_data(
+        record,
+        record.parent.resolve().unwrap(),
+        span_id,
+        record.times((end, record.finished_at)),
+        &shape,
+        &info(),
+    )
 }
 
 fn attr<'a>(span: &'a opentelemetry_sdk::trace::SpanData, key: &str) -> Option<&'a Value> {
@@ -70,7 +88,28 @@ fn traceparent_is_parsed_strictly() {
         "00-0af7651916cd43dd8448eb211c80319cXb7ad6b7169203331-01",
     ] {
         assert_eq!(Traceparent::parse(bad), None, "{bad}");
+        // The hot path checks the layout only; the ids are checked when the span is made.
+        assert_eq!(
+            RawParent::check(bad).and_then(|(p, _)| p.resolve()),
+            None,
+            "{bad}"
+        );
     }
+    let (raw, sampled) = RawParent::check(TP).unwrap();
+    assert!(sampled);
+    assert_eq!(raw.resolve(), Some(tp));
+    let (_, sampled) = RawParent::check(&TP.replace("-01", "-00")).unwrap();
+    assert!(!sampled);
+    assert_eq!(RawParent::check(&TP.replace("-01", "-0x")), None);
+}
+
+#[test]
+fn inline_text_is_cut_at_a_character_boundary() {
+    assert_eq!(InlineStr::<16>::new("SELECT").as_str(), "SELECT");
+    assert_eq!(InlineStr::<4>::new("abcdef").as_str(), "abcd");
+    // 'é' is two bytes: cut before it rather than through it.
+    assert_eq!(InlineStr::<4>::new("abcé").as_str(), "abc");
+    assert_eq!(InlineStr::<64>::new("").as_str(), "");
 }
 
 #[test]
@@ -85,11 +124,11 @@ fn a_statement_maps_to_a_client_span_per_the_database_conventions() {
             vec![]
         }
     };
-    let span = to_span_data(
+    let span = span_of(
         &record(&sql, "SELECT", None),
         SpanId::from(7),
         &crate::sql::normalize(sql.as_bytes(), 2048),
-        &info(&rules),
+        &rules,
     );
     assert_eq!(span.name, "SELECT shop");
     assert_eq!(span.span_kind, opentelemetry::trace::SpanKind::Client);
@@ -128,6 +167,10 @@ fn a_statement_maps_to_a_client_span_per_the_database_conventions() {
     assert_eq!(attr(&span, "server.port"), Some(&Value::I64(5433)));
     assert_eq!(attr(&span, "pgshape.rewritten"), Some(&Value::Bool(true)));
     assert_eq!(
+        attr(&span, "pgshape.rewrite_rule").unwrap().as_str(),
+        "semijoin"
+    );
+    assert_eq!(
         attr(&span, "pgshape.fingerprint").unwrap().as_str(),
         fp.to_string()
     );
@@ -141,11 +184,11 @@ fn a_statement_maps_to_a_client_span_per_the_database_conventions() {
 #[test]
 fn a_failed_statement_has_error_status_and_its_sqlstate() {
     let none = |_| Vec::new();
-    let span = to_span_data(
+    let span = span_of(
         &record("select 1/0", "", Some(*b"22012")),
         SpanId::from(9),
         "select $1/$2",
-        &info(&none),
+        &none,
     );
     assert_eq!(span.status, Status::error("22012"));
     assert_eq!(
@@ -161,8 +204,8 @@ fn a_failed_statement_has_error_status_and_its_sqlstate() {
 fn a_root_span_has_no_parent() {
     let none = |_| Vec::new();
     let mut r = record("SELECT 1", "SELECT", None);
-    r.parent = Traceparent::root(TraceId::from(5));
-    let span = to_span_data(&r, SpanId::from(1), "SELECT $1", &info(&none));
+    r.parent = RawParent::Root(TraceId::from(5));
+    let span = span_of(&r, SpanId::from(1), "SELECT $1", &none);
     assert_eq!(span.parent_span_id, SpanId::INVALID);
     assert!(!span.parent_span_is_remote);
     assert_eq!(span.span_context.trace_id(), TraceId::from(5));
