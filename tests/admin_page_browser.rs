@@ -525,9 +525,9 @@ fn the_page_draws_the_incidents_plan_with_its_signature_and_history() {
     assert_eq!(shown["expensive_color"], json!([true]), "{shown}");
     // The signature: flagged under the tree and on the deduplicating node.
     assert!(
-        shown["signature"]
-            .as_str()
-            .is_some_and(|s| s.contains("incident's signature") && s.contains("collapsed to the 10")),
+        shown["signature"].as_str().is_some_and(
+            |s| s.contains("incident's signature") && s.contains("collapsed to the 10")
+        ),
         "{shown}"
     );
     let sig_nodes = shown["sig_nodes"].as_array().unwrap();
@@ -567,7 +567,11 @@ fn the_page_draws_the_incidents_plan_with_its_signature_and_history() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["query"].as_str().is_some_and(|q| q.contains("never_explained")))
+        .find(|r| {
+            r["query"]
+                .as_str()
+                .is_some_and(|q| q.contains("never_explained"))
+        })
         .and_then(|r| r["fingerprint"].as_str())
         .expect("the unexplained shape")
         .to_owned();

@@ -371,10 +371,7 @@ fn a_rewritten_statements_span_says_so_and_names_the_rule() {
         Some(RULE)
     );
     // Statistics and the span stay on the original's shape.
-    assert_eq!(
-        rewritten.attr("pgshape.fingerprint"),
-        Some(fp.to_string())
-    );
+    assert_eq!(rewritten.attr("pgshape.fingerprint"), Some(fp.to_string()));
     let plain = the_one(&spans, "00000000000000a3");
     assert_eq!(
         plain.attr("pgshape.rewritten").as_deref(),

@@ -116,9 +116,7 @@ mod tests {
     fn each_plan_carries_its_tree_and_signature() {
         let store = PlanStore::new(4, 4);
         let fp = Fingerprint(0xabc);
-        let scan = |rel: &str, rows: u64, cost: f64| {
-            json!({"Node Type": "Seq Scan", "Relation Name": rel, "Plan Rows": rows, "Total Cost": cost})
-        };
+        let scan = |rel: &str, rows: u64, cost: f64| json!({"Node Type": "Seq Scan", "Relation Name": rel, "Plan Rows": rows, "Total Cost": cost});
         let fanout = json!({"Node Type": "Unique", "Plan Rows": 10, "Total Cost": 90.0, "Plans": [
             {"Node Type": "Hash Join", "Plan Rows": 5000, "Total Cost": 80.0, "Plans": [
                 scan("a", 5000, 50.0), scan("b", 100, 5.0)]}]});
@@ -137,7 +135,12 @@ mod tests {
         let tree = &now["tree"];
         assert_eq!(tree["label"], "Unique");
         assert_eq!(tree["signature"], true);
-        assert!(now["signature"].as_str().unwrap().contains("Unique over a Hash Join"));
+        assert!(
+            now["signature"]
+                .as_str()
+                .unwrap()
+                .contains("Unique over a Hash Join")
+        );
         // Own costs: Unique 10, Hash Join 25, a 50, b 5: the scan of a is marked.
         let join = &tree["children"][0];
         assert_eq!(join["own_cost"], 25.0);

@@ -316,10 +316,16 @@ fn annotate_node(node: &Value, marks: &Marks<'_>, position: &mut usize) -> Value
     out.insert("rows".into(), (rows(node) as u64).into());
     out.insert("cost".into(), total_cost(node).into());
     out.insert("own_cost".into(), own_cost(node).into());
-    out.insert("most_expensive".into(), (marks.most == Some(*position)).into());
+    out.insert(
+        "most_expensive".into(),
+        (marks.most == Some(*position)).into(),
+    );
     out.insert(
         "signature".into(),
-        marks.signature.is_some_and(|s| std::ptr::eq(s, node)).into(),
+        marks
+            .signature
+            .is_some_and(|s| std::ptr::eq(s, node))
+            .into(),
     );
     *position += 1;
     let kids: Vec<Value> = children(node)

@@ -119,7 +119,15 @@ fn annotate_marks_what_render_marks() {
     let labels: Vec<&str> = all.iter().map(|(l, _, _)| l.as_str()).collect();
     assert_eq!(
         labels,
-        ["Limit", "Unique", "Sort", "Hash Join", "Seq Scan", "Hash", "Seq Scan"]
+        [
+            "Limit",
+            "Unique",
+            "Sort",
+            "Hash Join",
+            "Seq Scan",
+            "Hash",
+            "Seq Scan"
+        ]
     );
     // The same node as render's `<== most expensive` (line 4), and only it.
     let most: Vec<usize> = (0..all.len()).filter(|i| all[*i].1).collect();
@@ -129,8 +137,14 @@ fn annotate_marks_what_render_marks() {
     assert_eq!(scan["own_cost"], 25.0);
     assert_eq!(scan["cost"], 25.0);
     assert_eq!(scan["rows"], 340);
-    assert_eq!(scan["detail"], "Filter: ((sku)::text = ANY ('{A,B}'::text[]))");
-    assert_eq!(tree["children"][0]["children"][0]["detail"], "Sort Key: shop_order.created_at DESC, shop_order.id");
+    assert_eq!(
+        scan["detail"],
+        "Filter: ((sku)::text = ANY ('{A,B}'::text[]))"
+    );
+    assert_eq!(
+        tree["children"][0]["children"][0]["detail"],
+        "Sort Key: shop_order.created_at DESC, shop_order.id"
+    );
     // The signature's deduplicating node is flagged; none without the signature.
     let flagged: Vec<&str> = all.iter().filter(|m| m.2).map(|m| m.0.as_str()).collect();
     assert_eq!(flagged, ["Unique"]);
