@@ -44,7 +44,7 @@ pub struct Config {
     /// without `admin_token` (otherwise pgshape refuses to start).
     pub admin_insecure: bool,
     /// Worker threads, each a single-threaded runtime that owns its connections; 0 = one per
-    /// two cores (at least one).
+    /// core.
     pub workers: usize,
     /// Largest protocol message accepted from either side, in bytes (PostgreSQL's own cap is 1 GiB).
     pub max_frame_size: usize,
@@ -204,17 +204,18 @@ impl Config {
             .map(Duration::from_millis)
     }
 
-    /// Worker count with 0 resolved to one worker per two cores, at least one.
+    /// Worker count with 0 resolved to one worker per core.
     ///
-    /// Why not one per core: a proxy shares its machine with the application or the database
-    /// (a sidecar, a pooler host), and on two cores a second worker bought context switches,
-    /// not work: each worker then wakes for fewer events, and pgbench -S at 8 and 32 clients
-    /// cost 1.17–1.45x the CPU per statement of one worker (bench/results/latest.md, "workers").
+    /// Why not fewer: one worker on two cores spent less CPU per statement at 8 clients (one
+    /// thread sees more events per wake-up) but relayed 0.75-0.79x the statements of two at 32
+    /// clients, as every session waits whenever that one thread is preempted
+    /// (bench/results/workers.md). Throughput under concurrency is what a user notices;
+    /// `--workers 1` is there for a sidecar that should stay on one core.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+            std::thread::available_parallelism().map_or(1, |n| n.get())
         }
     }
 }

@@ -243,7 +243,7 @@ struct ServeArgs {
     /// Start even with the POST endpoints on a non-loopback address and no --admin-token.
     #[arg(long, env = "PGSHAPE_ADMIN_INSECURE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     admin_insecure: Option<bool>,
-    /// Worker threads; 0 = one per two cores, at least one [default: 0].
+    /// Worker threads; 0 = one per core [default: 0].
     #[arg(long, env = "PGSHAPE_WORKERS")]
     workers: Option<usize>,
     /// Largest protocol message accepted, in bytes [default: 1073741824].
