@@ -53,7 +53,7 @@ pub(crate) struct Shared {
 /// Serves one accepted connection to its end. Never panics on peer input; every failure is
 /// logged and, where the client can still read, answered with an ErrorResponse.
 ///
-/// Not an `async fn`, and its arguments reach [`run`] boxed: an async fn keeps each argument's
+/// Not an `async fn`, and the connection reaches [`run`] boxed: an async fn keeps each argument's
 /// slot (and each local's, moved out or not) for its whole life, and this future is every
 /// session's task, idle ones included (bench/run `idle`, `session_future_size`).
 pub(crate) fn serve(
@@ -69,26 +69,27 @@ pub(crate) fn serve(
     }
     shared.metrics.client_connections_active.inc();
     shared.metrics.client_connections_total.inc();
-    run(Box::new(Accepted {
-        socket,
-        peer,
+    run(
+        Box::new(Accepted {
+            socket,
+            peer,
+            permit,
+            shutdown,
+        }),
         shared,
-        permit,
-        shutdown,
-    }))
+    )
 }
 
 /// A connection as the listener hands it over.
 struct Accepted {
     socket: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,
     shutdown: watch::Receiver<bool>,
 }
 
-async fn run(accepted: Box<Accepted>) {
-    let (peer, shared) = (accepted.peer, accepted.shared.clone());
+async fn run(accepted: Box<Accepted>, shared: Arc<Shared>) {
+    let peer = accepted.peer;
     let result = session(accepted, &shared).await;
     shared.metrics.client_connections_active.dec();
     if let Err(error) = result {
@@ -147,7 +148,6 @@ async fn establish(
         peer,
         permit,
         shutdown,
-        shared: _,
     } = *accepted;
     // Shutdown does not wait for a client that has not even sent its StartupMessage.
     let mut stop = shutdown;
@@ -846,7 +846,7 @@ mod tests {
         // 3,680 bytes before start-up, upstream connect and cancel were boxed; more than
         // this is a regression of every idle connection's cost.
         // 3,016 before scram_proxy, server connection reuse and the idle-client timer; 3,208
-        // with them; 1,880 once the start-up's locals moved to boxed `establish` and `greet`
+        // with them; 1,888 once the start-up's locals moved to boxed `establish` and `greet`
         // and the arguments were boxed (issue 10: idle connections <= 4 KiB).
         assert!(size <= 1_920, "the session future grew to {size} bytes");
     }
