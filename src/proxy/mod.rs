@@ -7,6 +7,7 @@
 //! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
 
 pub mod auth;
+mod establish;
 mod frames;
 pub mod intercept;
 pub mod keepalive;
