@@ -173,7 +173,9 @@ fn auth_query_finds_verifiers_on_the_server() {
     let cluster = PgCluster::shared_ssl();
     let db = cluster.fresh_database();
     let certs = ServerCert::throwaway();
-    let auth_dsn = cluster.conn("postgres", AuthUser::Trust).dsn();
+    // With a connect_timeout: tokio-postgres then sets a timer of its own, which a worker's
+    // runtime (no time driver) cannot drive; the lookup runs where it can.
+    let auth_dsn = cluster.conn("postgres", AuthUser::Trust).dsn() + " connect_timeout=5";
     let proxy = scram_proxy(&certs, |c| {
         c.auth.dsn = Some(pgshape::config::Secret::new(auth_dsn));
     });

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::pump::{self, PumpError, Side};
 use super::stream::{ClientStream, ServerStream};
+use super::timer;
 use super::tls::ClientCert;
 use crate::config::Secret;
 use crate::protocol::frame::{body, parse_header};
@@ -440,7 +441,7 @@ pub(crate) async fn login(
     timeout: Duration,
     who: &dyn std::fmt::Display,
 ) -> Login {
-    match tokio::time::timeout(timeout, login_upstream(server, startup, keys, auth)).await {
+    match timer::timeout(timeout, login_upstream(server, startup, keys, auth)).await {
         Ok(Ok(from_auth_ok)) => Login::Done(from_auth_ok),
         Ok(Err(error)) => {
             tracing::warn!(%error, %who, "scram_proxy: upstream login failed");

@@ -18,6 +18,7 @@ use super::pump::{PumpError, Side};
 use super::session::{Accepted, Shared};
 use super::startup::{Opening, open};
 use super::stream::{ClientStream, ServerStream};
+use super::timer;
 use super::tracker::Tracker;
 use super::upstream::UpstreamError;
 use crate::event::SessionInfo;
@@ -67,7 +68,7 @@ pub(super) async fn establish(
     let opening = tokio::select! {
         // Boxed: start-up's futures (a TLS handshake among them) are large and short-lived; inline
         // they would size the task of every session for its whole life (bench/run `idle`).
-        opened = tokio::time::timeout(login, Box::pin(open(socket, shared))) => match opened {
+        opened = timer::timeout(login, Box::pin(open(socket, shared))) => match opened {
             Ok(result) => result?,
             Err(_) => {
                 shared.metrics.client_timeouts.with_label_values(&["login"]).inc();
@@ -322,7 +323,7 @@ pub(super) async fn greet(
                 .write_all_flush(&startup_packet)
                 .await
                 .map_err(server_err)?;
-            let read = tokio::time::timeout(timeout, server.read_buf(&mut first_answer)).await;
+            let read = timer::timeout(timeout, server.read_buf(&mut first_answer)).await;
             match read {
                 Ok(read) => {
                     read.map_err(server_err)?;

@@ -4,7 +4,9 @@
 //! threads; each worker runs a single-threaded tokio runtime and owns its sessions for their
 //! whole life. A session's two directions therefore share state through a `RefCell` with no lock,
 //! and no connection ever migrates between cores (measured before writing this: a relay on
-//! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×).
+//! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×). The
+//! workers' runtimes drive sockets only; every timer of the proxy lives on one more thread
+//! (see [`timer`]).
 
 pub mod auth;
 mod establish;
@@ -19,6 +21,7 @@ mod reuse;
 mod session;
 mod startup;
 pub mod stream;
+mod timer;
 pub mod tls;
 pub mod tracker;
 pub mod upstream;
@@ -155,6 +158,7 @@ impl ProxyBuilder {
             .set_nonblocking(true)
             .map_err(ProxyError::Runtime)?;
         let local_addr = listener.local_addr().map_err(ProxyError::Runtime)?;
+        timer::start().map_err(ProxyError::Runtime)?;
         let workers = config.worker_count();
         let limit = Arc::new(Semaphore::new(config.max_client_connections));
         let shared = Arc::new(Shared {
@@ -292,7 +296,7 @@ fn acceptor(
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    timer::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             };
@@ -317,11 +321,11 @@ fn worker(
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
-    // Sockets and timers only: the signal and process drivers would be polled at every park
-    // (a wake-up per statement) for nothing.
+    // Sockets only: the signal and process drivers would be polled at every park (a wake-up
+    // per statement) for nothing, and so would the time driver (the proxy's timers run on
+    // their own thread, see `timer`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
-        .enable_time()
         .build()
     {
         Ok(rt) => rt,
@@ -343,7 +347,7 @@ fn worker(
         let mut stop = shutdown.clone();
         let mut stopping = false;
         let reuse = shared.config.reuse_server_connections;
-        let mut sweep = tokio::time::interval(REUSE_SWEEP);
+        let mut sweep = timer::interval(REUSE_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -378,7 +382,7 @@ fn worker(
         }
         // Sessions end themselves at the grace period (cancelling what still runs); this is
         // the backstop for one stuck in a write to a client that stopped reading.
-        let grace = tokio::time::sleep(shared.config.shutdown_grace() + BACKSTOP);
+        let grace = timer::sleep(shared.config.shutdown_grace() + BACKSTOP);
         tokio::pin!(grace);
         loop {
             tokio::select! {

@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::pump::{
     Action, FrameHandler, PumpEnd, PumpError, READ_CHUNK, Side, give_buffer, take_buffer,
 };
+use super::timer;
 use crate::protocol::frame::parse_header;
 
 /// Bytes a batch sends: a range of the read buffer, or bytes pgshape made.
@@ -418,7 +419,7 @@ impl DrainWait {
         let grace = self.grace;
         let deadline = self
             .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(grace)));
+            .get_or_insert_with(|| Box::pin(timer::sleep(grace)));
         deadline.as_mut().poll(cx).map(|()| Drain::GraceOver)
     }
 }

@@ -27,6 +27,7 @@ use prometheus::IntGauge;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::stream::ServerStream;
+use super::timer;
 use crate::protocol::encode;
 use crate::protocol::frame::parse_header;
 
@@ -76,7 +77,7 @@ pub(super) async fn take_ready(
     gauge: &IntGauge,
 ) -> Option<Parked> {
     while let Some(mut parked) = take(startup, idle_timeout, gauge) {
-        let reset = tokio::time::timeout(reset_timeout, finish_reset(&mut parked.server)).await;
+        let reset = timer::timeout(reset_timeout, finish_reset(&mut parked.server)).await;
         if reset == Ok(true) && is_quiet(&mut parked.server) {
             return Some(parked);
         }

@@ -22,6 +22,7 @@ use super::pump::{PumpEnd, PumpError, Side};
 use super::relay::{Direction, Drain, DrainWait};
 use super::startup::{fatal_for, forward_cancel};
 use super::stream::{ClientStream, ServerStream};
+use super::timer;
 use super::upstream::Upstream;
 use crate::config::Config;
 use crate::event::{Observers, StatementGate};
@@ -301,7 +302,7 @@ impl IdleTimer {
     fn new(timeout: Duration) -> Box<IdleTimer> {
         Box::new(IdleTimer {
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: Box::pin(timer::sleep(timeout)),
             armed: false,
         })
     }

@@ -10,6 +10,7 @@ use tokio_rustls::TlsConnector;
 
 use super::keepalive::Keepalive;
 use super::stream::ServerStream;
+use super::timer;
 use super::tls::{self, SslMode, TlsError};
 use crate::config::Config;
 
@@ -110,7 +111,7 @@ impl Upstream {
         timeout: Duration,
         io: impl std::future::Future<Output = std::io::Result<T>>,
     ) -> Result<T, UpstreamError> {
-        tokio::time::timeout_at(deadline, io)
+        timer::timeout_at(deadline, io)
             .await
             .map_err(|_| UpstreamError::Timeout {
                 target: self.target(),
@@ -168,7 +169,7 @@ impl Upstream {
             value: self.host.clone(),
             reason: e.to_string(),
         })?;
-        let tls = tokio::time::timeout_at(deadline, connector.connect(name, stream))
+        let tls = timer::timeout_at(deadline, connector.connect(name, stream))
             .await
             .map_err(|_| UpstreamError::Timeout {
                 target: self.target(),
@@ -194,7 +195,7 @@ impl Upstream {
             while stream.read(&mut sink).await? > 0 {}
             Ok::<_, std::io::Error>(())
         };
-        match tokio::time::timeout(timeout, io).await {
+        match timer::timeout(timeout, io).await {
             Ok(result) => result.map_err(|source| UpstreamError::Connect {
                 target: self.target(),
                 source,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::super::timer;
 use crate::config::Secret;
 use crate::protocol::scram::{ScramError, Verifier};
 
@@ -166,9 +167,15 @@ impl AuthQuery {
         {
             return Ok(lookup.clone());
         }
-        let lookup = tokio::time::timeout(QUERY_TIMEOUT, self.query(user))
-            .await
-            .map_err(|_| LookupError::Query(format!("no answer within {QUERY_TIMEOUT:?}")))??;
+        // On the timer thread: tokio-postgres sets timers of its own (a DSN's
+        // `connect_timeout`), which a worker's runtime does not drive.
+        let (dsn, query, name) = (self.dsn.clone(), self.query.clone(), user.to_owned());
+        let lookup = timer::spawn(async move {
+            timer::timeout(QUERY_TIMEOUT, lookup_secret(&dsn, &query, &name)).await
+        })
+        .await
+        .map_err(|e| LookupError::Query(format!("the lookup failed: {e}")))?
+        .map_err(|_| LookupError::Query(format!("no answer within {QUERY_TIMEOUT:?}")))??;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_ENTRIES {
             cache.clear();
@@ -176,33 +183,33 @@ impl AuthQuery {
         cache.insert(user.to_owned(), (now, lookup.clone()));
         Ok(lookup)
     }
+}
 
-    async fn query(&self, user: &str) -> Result<Lookup, LookupError> {
-        let config: tokio_postgres::Config = self
-            .dsn
-            .expose()
-            .parse()
-            .map_err(|e| LookupError::Query(format!("invalid auth_dsn: {e}")))?;
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| LookupError::Query(e.to_string()))?;
-        let driver = tokio::spawn(connection);
-        let rows = client.query(self.query.as_str(), &[&user]).await;
-        drop(client);
-        let _ = driver.await;
-        let rows = rows.map_err(|e| LookupError::Query(e.to_string()))?;
-        let Some(row) = rows.first() else {
-            return Ok(Lookup::Unknown);
-        };
-        let secret: Option<String> = row
-            .try_get(1)
-            .map_err(|e| LookupError::Query(format!("the second column: {e}")))?;
-        Ok(match secret {
-            None => Lookup::NotScram("the role has no password"),
-            Some(secret) => classify(&secret),
-        })
-    }
+/// `auth_query`'s answer for `user`, on a connection of its own.
+async fn lookup_secret(dsn: &Secret, query: &str, user: &str) -> Result<Lookup, LookupError> {
+    let config: tokio_postgres::Config = dsn
+        .expose()
+        .parse()
+        .map_err(|e| LookupError::Query(format!("invalid auth_dsn: {e}")))?;
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| LookupError::Query(e.to_string()))?;
+    let driver = tokio::spawn(connection);
+    let rows = client.query(query, &[&user]).await;
+    drop(client);
+    let _ = driver.await;
+    let rows = rows.map_err(|e| LookupError::Query(e.to_string()))?;
+    let Some(row) = rows.first() else {
+        return Ok(Lookup::Unknown);
+    };
+    let secret: Option<String> = row
+        .try_get(1)
+        .map_err(|e| LookupError::Query(format!("the second column: {e}")))?;
+    Ok(match secret {
+        None => Lookup::NotScram("the role has no password"),
+        Some(secret) => classify(&secret),
+    })
 }
 
 #[cfg(test)]
