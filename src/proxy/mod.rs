@@ -6,7 +6,7 @@
 //! and no connection ever migrates between cores (measured before writing this: a relay on
 //! tokio's work-stealing runtime reached ~0.9× pgbouncer, a current-thread one ~1.0×). The
 //! workers' runtimes drive sockets only; every timer of the proxy lives on one more thread
-//! (see [`timer`]).
+//! (see `proxy/timer.rs`).
 
 pub mod auth;
 mod establish;
