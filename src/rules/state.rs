@@ -5,8 +5,10 @@
 //! connection. The session owns one [`ConnectionRuleState`], passes it to every
 //! [`super::RuleEngine::evaluate`] and reports each ReadyForQuery status to it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use smallvec::SmallVec;
 
 use crate::sql::Fingerprint;
 
@@ -19,8 +21,10 @@ pub struct Repeats {
     /// Executions in the current transaction block (0 outside one).
     pub in_transaction: u32,
     /// Times of the most recent executions, oldest first, at most the longest history a loaded
-    /// rule looks at.
-    pub recent: VecDeque<Instant>,
+    /// rule looks at. Inline for a fingerprint that ran once or twice: with many distinct
+    /// shapes a connection forgets and re-learns its fingerprints all the time, and a heap
+    /// queue per fingerprint was a malloc and a free per statement there (callgrind).
+    pub recent: SmallVec<[Instant; 2]>,
 }
 
 impl Repeats {
@@ -166,7 +170,7 @@ impl ConnectionRuleState {
             self.seen.retain(|_, r| {
                 (in_tx && r.in_transaction > 0)
                     || r.recent
-                        .back()
+                        .last()
                         .is_some_and(|t| now.saturating_duration_since(*t) <= window)
             });
             if self.seen.len() >= MAX_TRACKED {
@@ -177,10 +181,12 @@ impl ConnectionRuleState {
         if self.in_transaction {
             entry.in_transaction = entry.in_transaction.saturating_add(1);
         }
-        entry.recent.push_back(now);
-        while entry.recent.len() > history.max(1) {
-            entry.recent.pop_front();
+        let keep = history.max(1);
+        if entry.recent.len() >= keep {
+            // Oldest first: drop from the front (a few elements shift; history is short).
+            entry.recent.drain(..=entry.recent.len() - keep);
         }
+        entry.recent.push(now);
         entry
     }
 }

@@ -646,6 +646,30 @@ fn connection_state_stays_bounded() {
     assert_eq!(repeats.recent.len(), 1);
 }
 
+/// A fingerprint keeps the newest `history` execution times, oldest first, and `exceeds`
+/// counts within the window from them.
+#[test]
+fn repeat_history_keeps_the_newest_times() {
+    let mut conn = ConnectionRuleState::new();
+    let start = Instant::now();
+    let window = Duration::from_millis(100);
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    for ms in 0..15 {
+        conn.record(Fingerprint(7), at(ms * 10), 4, window);
+    }
+    let repeats = conn.record(Fingerprint(7), at(150), 4, window);
+    assert_eq!(
+        repeats.recent.as_slice(),
+        &[at(120), at(130), at(140), at(150)]
+    );
+    assert!(repeats.exceeds(3, window, at(150)), "4 runs within 100 ms");
+    assert!(
+        !repeats.exceeds(3, Duration::from_millis(20), at(150)),
+        "only 3 within 20 ms"
+    );
+    assert!(!repeats.exceeds(4, window, at(150)), "history holds no 5th");
+}
+
 /// A connection remembers what shape-only rules decided for a shape, and forgets it when the
 /// rules, the catalog or the application name change: the verdicts must stay those of a fresh
 /// evaluation.
