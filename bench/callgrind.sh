@@ -10,6 +10,9 @@
 #
 # Usage: bench/callgrind.sh      (MODES="simple extended prepared" N1=500 N2=2500
 #                                 TARGETS="pgbouncer pgshape pgshape-noinspect")
+#        MODES=shapes TARGETS=pgshape SHAPES=10000 bench/callgrind.sh   (and SHAPES=1)
+#                                (mode `shapes`: SHAPES=10000 distinct shapes in simple mode,
+#                                 after a warm-up of 5 x SHAPES transactions that sees them all)
 # Prints a Markdown table; valgrind makes every run ~50x slower (under a minute in all on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,10 @@ case " $TARGETS " in *" pgbouncer "*) need_pgbouncer ;; esac
 start_postgres 20
 "$bindir/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 PORT=$(free_port)
+SHAPES=${SHAPES:-10000}
+printf '\\set n random(1, %d)\n\\set aid random(1, 100000)\n%s\n' "$SHAPES" \
+    'SELECT abalance AS c:n FROM pgbench_accounts WHERE aid = :aid;' >"$WORK/shapes.sql"
+chmod 644 "$WORK/shapes.sql"
 
 instructions() { # TARGET MODE TXNS -> total instructions of the run
     local target=$1 mode=$2 txns=$3 out pid
@@ -53,7 +60,15 @@ instructions() { # TARGET MODE TXNS -> total instructions of the run
         sleep 0.2
     done
     [ -n "$ready" ] || die "$target did not start under valgrind:\n$(cat "$WORK/$target.out")"
-    "$bindir/pgbench" -n -S -M "$mode" -c 1 -t "$txns" -h 127.0.0.1 -p "$PORT" -U bench bench \
+    local load=(-S -M "$mode")
+    if [ "$mode" = shapes ]; then
+        # SHAPES distinct shapes (bench/run's `shapes`), every one seen first: a shape's first
+        # sight (a parse, once) is not what this counts.
+        load=(-M simple -f "$WORK/shapes.sql")
+        "$bindir/pgbench" -n "${load[@]}" -c 1 -t $((SHAPES * 5)) -h 127.0.0.1 -p "$PORT" -U bench \
+            bench >"$WORK/pgbench.log" 2>&1 || die "pgbench through $target failed:\n$(cat "$WORK/pgbench.log")"
+    fi
+    "$bindir/pgbench" -n "${load[@]}" -c 1 -t "$txns" -h 127.0.0.1 -p "$PORT" -U bench bench \
         >"$WORK/pgbench.log" 2>&1 || die "pgbench through $target failed:\n$(cat "$WORK/pgbench.log")"
     # pgbouncer is signalled through its pidfile: the runuser wrapper does not pass signals on.
     if [ "$target" = pgbouncer ]; then kill -INT "$(cat "$WORK/pgbouncer.pid")"; else kill -INT "$pid"; fi
